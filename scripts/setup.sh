@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create or reuse the virtual environment and install everything dama-asr needs, system packages included.
+# Idempotent: a second run only checks. Override the torch build with TORCH_SPEC (e.g. a CUDA build on a GPU box).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+# The CPU build of torch 2.13.0 is what this project is tested with; on machines whose pip finds it
+# locally it avoids a multi-GB CUDA download. GPU users: TORCH_SPEC='torch' (or follow pytorch.org).
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+DEB_PACKAGES=(espeak-ng)
+
+missing=()
+for pkg in "${DEB_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+stamp="$VENV/.dama-installed"
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/setup.sh ]; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
+"$VENV/bin/python" -m pip install -q -e ".[test,logging]"
+touch "$stamp"
+echo "environment ready: $VENV"

@@ -1,0 +1,148 @@
+"""`dama <verb>`: parse arguments, call the library, print. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+# Modules that add verbs of their own: each has `register(subparsers)`.
+COMMAND_MODULES = ("dama_asr.data.commands",)
+
+
+class UserError(Exception):
+    """An error whose message is the whole story: printed without a traceback."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from dama_asr.backbone.embedded import EmbeddedModelMissing
+    from dama_asr.backbone.loading import BackboneError
+    from dama_asr.data.audio import AudioError
+    from dama_asr.data.espeak import EspeakError
+    from dama_asr.data.manifest import ManifestError
+    from dama_asr.languages import UnknownLanguageError
+
+    return (UserError, BackboneError, EmbeddedModelMissing, AudioError, ManifestError, UnknownLanguageError, EspeakError, FileNotFoundError)
+
+
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    from dama_asr.backbone.loading import load_backbone
+    from dama_asr.data.audio import AudioError, load_audio
+    from dama_asr.transcribe import DecodingOptions, transcribe
+
+    audios, names, failed = [], [], 0
+    for path in args.audio:
+        try:
+            audios.append(load_audio(path))
+            names.append(path)
+        except AudioError as err:
+            failed += 1
+            print(f"skipped: {err}", file=sys.stderr)
+    if not audios:
+        raise UserError(f"none of the {failed} audio file(s) could be read")
+    backbone = load_backbone(args.model, device=args.device)
+    options = DecodingOptions(language=args.language, beam_size=args.beam_size, batch_size=args.batch_size, task=args.task)
+    for name, tr in zip(names, transcribe(backbone, audios, options), strict=True):
+        if args.json:
+            print(json.dumps({"audio": name, "language": tr.language, "text": tr.text, "suspicious": tr.suspicious}, ensure_ascii=False))
+        else:
+            flag = "  [suspicious: runaway or loop]" if tr.suspicious else ""
+            print(f"{name}\t[{tr.language}]\t{tr.text}{flag}")
+    if failed:
+        print(f"{failed} file(s) skipped (see above)", file=sys.stderr)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from dama_asr.backbone.loading import load_backbone
+    from dama_asr.data.manifest import read_manifest
+    from dama_asr.evaluate import evaluate_items, markdown_table, write_result
+    from dama_asr.transcribe import DecodingOptions
+
+    items = read_manifest(args.manifest)
+    if args.limit:
+        items = items[: args.limit]
+    backbone = load_backbone(args.model, device=args.device)
+    options = DecodingOptions(beam_size=args.beam_size, batch_size=args.batch_size)
+    result = evaluate_items(backbone, items, options, force_language=not args.detect_language)
+    print(markdown_table(result))
+    if result["skipped"]["total"]:
+        print(f"skipped {result['skipped']['total']} item(s): {dict(result['skipped']['counts'])}")
+        for reason, examples in result["skipped"]["examples"].items():
+            print(f"  {reason}: {examples[0]}")
+    print("worst utterances (normalised WER):")
+    for u in result["worst"]:
+        print(f"  {u['id']} WER {u['wer']:.0%}\n    REF: {u['reference']}\n    HYP: {u['hypothesis']}")
+    out = Path(args.out) if args.out else Path(args.manifest).with_suffix(".eval.json")
+    print(f"results: {write_result(result, out)} (+ .md)")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from dama_asr.demo import run_demo
+
+    run_demo(Path(args.out) if args.out else None, model=args.model)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="whisper-base", help="built-in name (whisper-base, tiny-random), local folder or hub id")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--beam-size", type=int, default=1, help="1 = greedy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dama", description="Depth-aware adaptation of Whisper to low-resource languages.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files, one line per file")
+    p.add_argument("audio", nargs="+")
+    p.add_argument("--language", help="force a language (Whisper code such as cy); default: detect")
+    p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("eval", help="WER/CER of a model on a manifest, per language")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", help="result JSON path (default: next to the manifest)")
+    p.add_argument("--limit", type=int, help="only the first N utterances")
+    p.add_argument("--detect-language", action="store_true", help="do not force the manifest's language")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="end-to-end run on the embedded default")
+    p.add_argument("--out", help="output folder (default: $DAMA_HOME/demo)")
+    p.add_argument("--model", default="whisper-base")
+    p.set_defaults(func=cmd_demo)
+
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    try:
+        args.func(args)
+    except _user_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

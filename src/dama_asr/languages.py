@@ -1,0 +1,37 @@
+"""Whisper's language codes and their tokens."""
+
+from __future__ import annotations
+
+from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+# Cantonese ("yue") exists only from large-v3 on; every other code is known to all multilingual sizes.
+LARGE_V3_ONLY = frozenset({"yue"})
+
+
+class UnknownLanguageError(ValueError):
+    pass
+
+
+def normalise_language(code_or_name: str, known: set[str] | None = None) -> str:
+    """Map 'cy', 'Welsh' or '<|cy|>' to Whisper's code; raise listing valid codes otherwise.
+
+    `known` restricts to the codes a given model has tokens for (its generation config's lang_to_id).
+    """
+    key = code_or_name.strip().lower().removeprefix("<|").removesuffix("|>")
+    code = key if key in LANGUAGES else TO_LANGUAGE_CODE.get(key)
+    valid = known if known is not None else set(LANGUAGES)
+    if code is None or code not in valid:
+        raise UnknownLanguageError(
+            f"unknown language {code_or_name!r}; valid Whisper codes are: {', '.join(sorted(valid))}"
+        )
+    return code
+
+
+def language_token(code: str) -> str:
+    return f"<|{code}|>"
+
+
+def model_languages(generation_config) -> set[str]:
+    """The language codes a model's generation config has tokens for."""
+    lang_to_id = getattr(generation_config, "lang_to_id", None) or {}
+    return {token.strip("<|>") for token in lang_to_id}

@@ -1,0 +1,132 @@
+"""Batched Whisper decoding with guards against runaway generation.
+
+Batched greedy decoding runs until every sequence has ended, so one repetition loop makes the
+whole batch pay the maximum length. We (1) sort by duration so batches hold similar lengths,
+(2) cap new tokens by audio duration, and (3) flag outputs that hit the cap or end in a loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dama_asr.backbone.loading import Backbone
+from dama_asr.data.audio import SAMPLE_RATE
+from dama_asr.languages import normalise_language
+from dama_asr.scoring import compression_ratio, has_repetition_loop
+
+# Generous for dense scripts: Georgian or Indic text can take ~20 byte-level BPE tokens per second.
+TOKENS_PER_SECOND = 25
+MIN_NEW_TOKENS = 16
+# Whisper's 448 positions minus the 4-token prompt (<|sot|><|xx|><|transcribe|><|notimestamps|>).
+MAX_NEW_TOKENS = 444
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """language: a Whisper code to force, or None to detect per utterance.  beam_size 1 is greedy."""
+
+    language: str | None = None
+    task: str = "transcribe"
+    beam_size: int = 1
+    batch_size: int = 8
+    tokens_per_second: float = TOKENS_PER_SECOND
+
+    def __post_init__(self) -> None:
+        if self.task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
+        if self.beam_size < 1 or self.batch_size < 1:
+            raise ValueError("beam_size and batch_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    tokens: tuple[int, ...]
+    hit_token_cap: bool
+    repetition_loop: bool
+
+    @property
+    def suspicious(self) -> bool:
+        """Likely runaway output: hit the cap, ends in a loop, or compresses like a loop."""
+        return self.hit_token_cap or self.repetition_loop or compression_ratio(self.text) > 2.4
+
+
+def max_new_tokens_for(seconds: float, tokens_per_second: float = TOKENS_PER_SECOND) -> int:
+    return int(min(MAX_NEW_TOKENS, max(MIN_NEW_TOKENS, math.ceil(seconds * tokens_per_second))))
+
+
+def _detect_languages(backbone: Backbone, features: torch.Tensor) -> list[str]:
+    model = backbone.model
+    with torch.no_grad():
+        lang_ids = model.detect_language(input_features=features, generation_config=model.generation_config)
+    id_to_lang = {v: k.strip("<|>") for k, v in model.generation_config.lang_to_id.items()}
+    return [id_to_lang[int(i)] for i in lang_ids.flatten().tolist()]
+
+
+def _decode_batch(backbone: Backbone, audios: Sequence[np.ndarray], languages: list[str | None], options: DecodingOptions) -> list[Transcript]:
+    processor, model = backbone.processor, backbone.model
+    feats = processor.feature_extractor(list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt")
+    features = feats.input_features.to(backbone.device, dtype=next(model.parameters()).dtype)  # (B, mels, 3000)
+    if any(lang is None for lang in languages):
+        detected = _detect_languages(backbone, features)
+        languages = [lang or det for lang, det in zip(languages, detected, strict=True)]
+    cap = max_new_tokens_for(max(len(a) for a in audios) / SAMPLE_RATE, options.tokens_per_second)
+    cap = min(cap, model.generation_config.max_length - 4)
+    with torch.no_grad():
+        out = model.generate(
+            input_features=features,
+            language=languages,
+            task=options.task,
+            num_beams=options.beam_size,
+            max_new_tokens=cap,
+            return_timestamps=False,
+        )
+    sequences = out if isinstance(out, torch.Tensor) else out.sequences
+    # Every id from <|endoftext|> up is a control or timestamp token; padding is <|endoftext|> too.
+    first_special = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    results = []
+    for lang, row in zip(languages, sequences.tolist(), strict=True):
+        content = [t for t in row if t < first_special]
+        results.append(
+            Transcript(
+                text=processor.tokenizer.decode(content, skip_special_tokens=True).strip(),
+                language=lang,
+                tokens=tuple(content),
+                hit_token_cap=len(content) >= cap,
+                repetition_loop=has_repetition_loop(content),
+            )
+        )
+    return results
+
+
+def transcribe(
+    backbone: Backbone,
+    audios: Sequence[np.ndarray],
+    options: DecodingOptions = DecodingOptions(),
+    languages: Sequence[str | None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Transcript]:
+    """Transcribe 16 kHz mono arrays; returns transcripts in input order.
+
+    `languages` forces a language per item (overrides `options.language`); None entries are detected.
+    """
+    known = backbone.languages
+    if languages is None:
+        languages = [options.language] * len(audios)
+    languages = [normalise_language(lang, known) if lang else None for lang in languages]
+    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+    results: list[Transcript | None] = [None] * len(audios)
+    for start in range(0, len(order), options.batch_size):
+        chunk = order[start : start + options.batch_size]
+        batch = _decode_batch(backbone, [audios[i] for i in chunk], [languages[i] for i in chunk], options)
+        for i, transcript in zip(chunk, batch, strict=True):
+            results[i] = transcript
+        if on_batch is not None:
+            on_batch(len(chunk))
+    return results  # type: ignore[return-value]
