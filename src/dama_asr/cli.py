@@ -25,7 +25,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from dama_asr.data.manifest import ManifestError
     from dama_asr.languages import UnknownLanguageError
 
-    return (UserError, BackboneError, EmbeddedModelMissing, AudioError, ManifestError, UnknownLanguageError, EspeakError, FileNotFoundError)
+    return (
+        UserError,
+        BackboneError,
+        EmbeddedModelMissing,
+        AudioError,
+        ManifestError,
+        UnknownLanguageError,
+        EspeakError,
+        FileNotFoundError,
+    )
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
@@ -44,10 +53,17 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     if not audios:
         raise UserError(f"none of the {failed} audio file(s) could be read")
     backbone = load_backbone(args.model, device=args.device)
-    options = DecodingOptions(language=args.language, beam_size=args.beam_size, batch_size=args.batch_size, task=args.task)
+    options = DecodingOptions(
+        language=args.language, beam_size=args.beam_size, batch_size=args.batch_size, task=args.task
+    )
     for name, tr in zip(names, transcribe(backbone, audios, options), strict=True):
         if args.json:
-            print(json.dumps({"audio": name, "language": tr.language, "text": tr.text, "suspicious": tr.suspicious}, ensure_ascii=False))
+            print(
+                json.dumps(
+                    {"audio": name, "language": tr.language, "text": tr.text, "suspicious": tr.suspicious},
+                    ensure_ascii=False,
+                )
+            )
         else:
             flag = "  [suspicious: runaway or loop]" if tr.suspicious else ""
             print(f"{name}\t[{tr.language}]\t{tr.text}{flag}")
@@ -86,14 +102,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="whisper-base", help="built-in name (whisper-base, tiny-random), local folder or hub id")
+    p.add_argument(
+        "--model",
+        default="whisper-base",
+        help="built-in name (whisper-base, tiny-random), local folder or hub id",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dama", description="Depth-aware adaptation of Whisper to low-resource languages.")
+    parser = argparse.ArgumentParser(
+        prog="dama", description="Depth-aware adaptation of Whisper to low-resource languages."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     sub = parser.add_subparsers(dest="verb", required=True)
 
@@ -131,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:
         import transformers
 

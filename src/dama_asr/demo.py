@@ -31,7 +31,11 @@ def build_demo_clips(folder: Path) -> Path:
     for language, sentences in DEMO_SENTENCES.items():
         for i, text in enumerate(sentences):
             audio = synthesize(text, folder / "audio" / f"{language}_{i}.wav", voice=language)
-            items.append(Utterance(id=f"{language}_{i}", audio=str(audio), text=text, language=language, source="espeak-ng"))
+            items.append(
+                Utterance(
+                    id=f"{language}_{i}", audio=str(audio), text=text, language=language, source="espeak-ng"
+                )
+            )
     return write_manifest(folder / "manifest.jsonl", items)
 
 

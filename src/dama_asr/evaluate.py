@@ -57,7 +57,12 @@ def _rates(pairs: list[tuple[str, str]], normaliser: str) -> dict:
     for ref, hyp in pairs:
         words += word_errors(norm(ref), norm(hyp))
         chars += char_errors(norm(ref), norm(hyp))
-    return {"wer": words.rate, "cer": chars.rate, "ref_words": words.reference_length, "word_errors": words.errors}
+    return {
+        "wer": words.rate,
+        "cer": chars.rate,
+        "ref_words": words.reference_length,
+        "word_errors": words.errors,
+    }
 
 
 def summarise(scored: list[ScoredUtterance], worst: int = 5) -> dict:
@@ -93,7 +98,12 @@ def _load_items(items: list[Utterance], skipped: SkippedItems) -> tuple[list[Utt
     return kept, audios
 
 
-def evaluate_items(backbone: Backbone, items: list[Utterance], options: DecodingOptions = DecodingOptions(), force_language: bool = True) -> dict:
+def evaluate_items(
+    backbone: Backbone,
+    items: list[Utterance],
+    options: DecodingOptions = DecodingOptions(),
+    force_language: bool = True,
+) -> dict:
     """Transcribe and score; bad items are skipped and counted, never fatal."""
     skipped = SkippedItems()
     kept, audios = _load_items(items, skipped)

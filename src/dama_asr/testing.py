@@ -45,7 +45,9 @@ def real_tokenizer() -> WhisperTokenizer:
     return build_whisper_tokenizer(_embedded_metadata()[1])
 
 
-def tiny_whisper_config(d_model: int = 16, layers: int = 2, heads: int = 2, num_mel_bins: int = 80) -> WhisperConfig:
+def tiny_whisper_config(
+    d_model: int = 16, layers: int = 2, heads: int = 2, num_mel_bins: int = 80
+) -> WhisperConfig:
     from dama_asr.backbone.configs import WhisperDims
 
     config = WhisperDims(d_model, layers, heads, num_mel_bins=num_mel_bins).to_config()
@@ -78,7 +80,9 @@ def save_tiny_whisper(folder: str | Path, seed: int = 0, **dims) -> Path:
     return folder
 
 
-def tone(seconds: float = 1.0, freq: float = 440.0, rate: int = SAMPLE_RATE, channels: int = 1, seed: int = 0) -> np.ndarray:
+def tone(
+    seconds: float = 1.0, freq: float = 440.0, rate: int = SAMPLE_RATE, channels: int = 1, seed: int = 0
+) -> np.ndarray:
     """A tone with a little noise, shape (T,) or (T, C)."""
     t = np.arange(int(seconds * rate)) / rate
     rng = np.random.default_rng(seed)
@@ -87,14 +91,18 @@ def tone(seconds: float = 1.0, freq: float = 440.0, rate: int = SAMPLE_RATE, cha
     return np.stack([wave] * channels, axis=1) if channels > 1 else wave
 
 
-def write_tone(path: str | Path, seconds: float = 1.0, rate: int = SAMPLE_RATE, channels: int = 1, freq: float = 440.0) -> Path:
+def write_tone(
+    path: str | Path, seconds: float = 1.0, rate: int = SAMPLE_RATE, channels: int = 1, freq: float = 440.0
+) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), tone(seconds, freq, rate, channels), rate)
     return path
 
 
-def tiny_manifest(folder: str | Path, n: int = 4, language: str = "cy", texts: list[str] | None = None) -> Path:
+def tiny_manifest(
+    folder: str | Path, n: int = 4, language: str = "cy", texts: list[str] | None = None
+) -> Path:
     """n short tone clips with transcripts in `folder`, and `folder/manifest.jsonl` describing them."""
     folder = Path(folder)
     texts = texts or [f"bore da rhif {i}" for i in range(n)]
@@ -102,5 +110,14 @@ def tiny_manifest(folder: str | Path, n: int = 4, language: str = "cy", texts: l
     for i, text in enumerate(texts):
         seconds = 0.5 + 0.25 * i
         audio = write_tone(folder / "audio" / f"utt{i}.wav", seconds=seconds, freq=300 + 50 * i)
-        items.append(Utterance(id=f"utt{i}", audio=str(audio), text=text, language=language, duration=seconds, speaker=f"spk{i % 2}"))
+        items.append(
+            Utterance(
+                id=f"utt{i}",
+                audio=str(audio),
+                text=text,
+                language=language,
+                duration=seconds,
+                speaker=f"spk{i % 2}",
+            )
+        )
     return write_manifest(folder / "manifest.jsonl", items)

@@ -69,10 +69,14 @@ def _detect_languages(backbone: Backbone, features: torch.Tensor) -> list[str]:
     return [id_to_lang[int(i)] for i in lang_ids.flatten().tolist()]
 
 
-def _decode_batch(backbone: Backbone, audios: Sequence[np.ndarray], languages: list[str | None], options: DecodingOptions) -> list[Transcript]:
+def _decode_batch(
+    backbone: Backbone, audios: Sequence[np.ndarray], languages: list[str | None], options: DecodingOptions
+) -> list[Transcript]:
     processor, model = backbone.processor, backbone.model
     feats = processor.feature_extractor(list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt")
-    features = feats.input_features.to(backbone.device, dtype=next(model.parameters()).dtype)  # (B, mels, 3000)
+    features = feats.input_features.to(
+        backbone.device, dtype=next(model.parameters()).dtype
+    )  # (B, mels, 3000)
     if any(lang is None for lang in languages):
         detected = _detect_languages(backbone, features)
         languages = [lang or det for lang, det in zip(languages, detected, strict=True)]

@@ -20,7 +20,11 @@ from dama_asr.backbone.configs import NO_TIMESTAMPS, PREV_SOT, TRANSCRIBE, TRANS
 from dama_asr.backbone.ct2_format import CTranslate2Model
 from dama_asr.backbone.tokenizer_fix import build_whisper_tokenizer
 
-_NORMS = {"self_attention": "self_attn_layer_norm", "attention": "encoder_attn_layer_norm", "ffn": "final_layer_norm"}
+_NORMS = {
+    "self_attention": "self_attn_layer_norm",
+    "attention": "encoder_attn_layer_norm",
+    "ffn": "final_layer_norm",
+}
 
 
 def _t(array: np.ndarray) -> torch.Tensor:
@@ -106,10 +110,14 @@ def whisper_config_for(ct2: CTranslate2Model) -> WhisperConfig:
     layers = _count_layers(ct2, "encoder")
     if layers != _count_layers(ct2, "decoder"):
         raise ValueError("encoder and decoder depths differ; not a standard Whisper")
-    return WhisperDims(int(d_model), layers, heads, num_mel_bins=int(n_mels), vocab_size=int(vocab)).to_config()
+    return WhisperDims(
+        int(d_model), layers, heads, num_mel_bins=int(n_mels), vocab_size=int(vocab)
+    ).to_config()
 
 
-def generation_config_for(config: WhisperConfig, ct2_config: dict, lang_tokens: dict[int, str]) -> GenerationConfig:
+def generation_config_for(
+    config: WhisperConfig, ct2_config: dict, lang_tokens: dict[int, str]
+) -> GenerationConfig:
     """Whisper's generation settings: language/task ids, suppressions, alignment heads, a default task.
 
     Without `task` transformers 5.x drops `<|transcribe|>` from the prompt and output degenerates.
@@ -138,7 +146,9 @@ def generation_config_for(config: WhisperConfig, ct2_config: dict, lang_tokens: 
     )
 
 
-def convert_ctranslate2_whisper(ct2: CTranslate2Model, ct2_config: dict, tokenizer_json: dict, out_dir: Path) -> None:
+def convert_ctranslate2_whisper(
+    ct2: CTranslate2Model, ct2_config: dict, tokenizer_json: dict, out_dir: Path
+) -> None:
     """Write a complete transformers Whisper folder (weights, tokenizer, feature extractor, generation config)."""
     from transformers import WhisperFeatureExtractor, WhisperProcessor
 

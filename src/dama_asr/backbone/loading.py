@@ -73,7 +73,9 @@ def _from_pretrained(source: str, dtype: torch.dtype) -> tuple:
     return model, processor
 
 
-def load_backbone(name_or_path: str = EMBEDDED, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Backbone:
+def load_backbone(
+    name_or_path: str = EMBEDDED, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Backbone:
     """Load Whisper and its processor.
 
     `name_or_path`: `whisper-base` (embedded, offline), `tiny-random` (tests), a local transformers

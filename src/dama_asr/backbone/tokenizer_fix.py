@@ -22,7 +22,9 @@ def fixed_merges(merges: list) -> list[str]:
     if len(merges) == EXPECTED_MERGES - 1 and merges[0] != MISSING_FIRST_MERGE:
         merges = [MISSING_FIRST_MERGE, *merges]
     if len(merges) != EXPECTED_MERGES:
-        raise ValueError(f"expected {EXPECTED_MERGES} BPE merges in a multilingual Whisper tokenizer, got {len(merges)}")
+        raise ValueError(
+            f"expected {EXPECTED_MERGES} BPE merges in a multilingual Whisper tokenizer, got {len(merges)}"
+        )
     return merges
 
 
@@ -42,7 +44,9 @@ def build_whisper_tokenizer(tokenizer_json: dict) -> WhisperTokenizer:
         pad_token="<|endoftext|>",
         model_max_length=448,
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": special_tokens}, replace_extra_special_tokens=True)
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": special_tokens}, replace_extra_special_tokens=True
+    )
     timestamps = [
         AddedToken(f"<|{i * 0.02:.2f}|>", special=False, normalized=False) for i in range(N_TIMESTAMPS)
     ]

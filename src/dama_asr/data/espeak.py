@@ -25,5 +25,7 @@ def synthesize(text: str, out_path: str | Path, voice: str = "en", speed: int = 
     cmd = [espeak_binary(), "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(out_path), "--", text]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if done.returncode != 0 or not out_path.is_file() or out_path.stat().st_size <= 44:
-        raise EspeakError(f"espeak-ng failed for voice {voice!r}: {done.stderr.strip() or 'no audio written'}")
+        raise EspeakError(
+            f"espeak-ng failed for voice {voice!r}: {done.stderr.strip() or 'no audio written'}"
+        )
     return out_path

@@ -51,7 +51,9 @@ _REQUIRED = ("audio", "text", "language")
 def utterance_from_dict(record: dict, where: str, base_dir: Path | None = None) -> Utterance:
     missing = [k for k in _REQUIRED if k not in record]
     if missing:
-        raise ManifestError(f"{where}: missing field(s) {', '.join(missing)}; each line needs audio, text, language")
+        raise ManifestError(
+            f"{where}: missing field(s) {', '.join(missing)}; each line needs audio, text, language"
+        )
     known = {k: v for k, v in record.items() if k in _FIELDS and k != "extra"}
     extra = {**record.get("extra", {}), **{k: v for k, v in record.items() if k not in _FIELDS}}
     audio = Path(str(known["audio"]))

@@ -1,0 +1,61 @@
+import json
+
+from dama_asr.cli import main
+from dama_asr.testing import save_tiny_whisper, tiny_manifest, write_tone
+
+
+def test_transcribe_skips_bad_files_and_prints_one_line_each(tmp_path, capsys):
+    good = [write_tone(tmp_path / f"{i}.wav", seconds=0.5 + i) for i in range(2)]
+    bad = tmp_path / "corrupt.wav"
+    bad.write_bytes(b"not audio at all")
+    code = main(
+        [
+            "transcribe",
+            str(good[0]),
+            str(bad),
+            str(good[1]),
+            "--model",
+            "tiny-random",
+            "--language",
+            "cy",
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0
+    lines = [json.loads(line) for line in out.strip().splitlines()]
+    assert [line["audio"] for line in lines] == [str(good[0]), str(good[1])]
+    assert all(line["language"] == "cy" for line in lines)
+    assert "corrupt.wav" in err and "1 file(s) skipped" in err
+
+
+def test_unknown_language_is_a_clear_error(tmp_path, capsys):
+    audio = write_tone(tmp_path / "a.wav")
+    assert main(["transcribe", str(audio), "--model", "tiny-random", "--language", "klingon"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown language 'klingon'") and "Traceback" not in err
+
+
+def test_eval_writes_json_and_markdown(tmp_path, capsys):
+    manifest = tiny_manifest(tmp_path / "corpus", n=3)
+    # one empty reference and one missing file: skipped and counted, not fatal
+    with open(manifest, "a") as f:
+        f.write(json.dumps({"id": "empty", "audio": "audio/utt0.wav", "text": " ", "language": "cy"}) + "\n")
+        f.write(
+            json.dumps({"id": "gone", "audio": "audio/missing.wav", "text": "x", "language": "cy"}) + "\n"
+        )
+    model = save_tiny_whisper(tmp_path / "model")
+    out_json = tmp_path / "res.json"
+    assert main(["eval", "--manifest", str(manifest), "--model", str(model), "--out", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    assert result["by_language"]["cy"]["utterances"] == 3
+    assert result["skipped"]["counts"] == {"empty reference": 1, "unreadable audio": 1}
+    assert "missing.wav" in result["skipped"]["examples"]["unreadable audio"][0]
+    assert out_json.with_suffix(".md").read_text().startswith("| language |")
+    assert "skipped 2 item(s)" in capsys.readouterr().out
+
+
+def test_unknown_model_is_a_clear_error(tmp_path, capsys):
+    audio = write_tone(tmp_path / "a.wav")
+    assert main(["transcribe", str(audio), "--model", "nonsense"]) == 2
+    assert "whisper-base, tiny-random" in capsys.readouterr().err
