@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 # Modules that add verbs of their own: each has `register(subparsers)`.
-COMMAND_MODULES = ("dama_asr.data.commands",)
+COMMAND_MODULES = ("dama_asr.data.commands", "dama_asr.plan_commands", "dama_asr.probe_commands")
 
 
 class UserError(Exception):
@@ -18,6 +18,7 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from dama_asr.adapters.config import AdapterConfigError
     from dama_asr.backbone.embedded import EmbeddedModelMissing
     from dama_asr.backbone.loading import BackboneError
     from dama_asr.data.audio import AudioError
@@ -27,6 +28,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (
         UserError,
+        AdapterConfigError,
         BackboneError,
         EmbeddedModelMissing,
         AudioError,

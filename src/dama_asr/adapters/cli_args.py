@@ -1,0 +1,69 @@
+"""Command-line options shared by every verb that builds an adapter (`dama plan`, `dama train`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dama_asr.adapters.config import METHODS, AdapterConfig, AdapterConfigError
+
+
+def add_adapter_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("adapter")
+    g.add_argument("--method", default="dama", choices=METHODS)
+    g.add_argument(
+        "--r",
+        type=int,
+        default=None,
+        help="rank of uniform-rank methods (dama-no-schedule: default = mean DAMA rank)",
+    )
+    g.add_argument("--r-high", type=int, default=None, help="DAMA rank at the ends (default 32)")
+    g.add_argument("--r-low", type=int, default=None, help="DAMA rank in the middle (default 8)")
+    g.add_argument(
+        "--theta1", type=float, default=None, help="DAMA early boundary as a fraction of depth (default 0.3)"
+    )
+    g.add_argument("--theta2", type=float, default=None, help="DAMA late boundary (default 0.7)")
+    g.add_argument("--probe", help="probe JSON whose suggested theta1/theta2 set DAMA's boundaries")
+    g.add_argument("--alpha-policy", choices=["ratio", "fixed"], default=None)
+    g.add_argument("--alpha-ratio", type=float, default=None, help="alpha = ratio x rank (default 2)")
+    g.add_argument(
+        "--alpha", type=float, default=None, help="alpha for every layer with --alpha-policy fixed"
+    )
+    g.add_argument(
+        "--targets",
+        default=None,
+        help="comma-separated: all, qv, no-cross-kv, or names like self_attn.q_proj,fc1",
+    )
+    g.add_argument("--encoder", action="store_true", default=None, help="also adapt the encoder")
+    g.add_argument("--lora-dropout", type=float, default=None)
+
+
+def _probe_thetas(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise AdapterConfigError(f"--probe {path}: cannot read a probe result ({err})") from err
+    found = data.get("suggested") or data
+    if "theta1" not in found or "theta2" not in found:
+        raise AdapterConfigError(f"--probe {path}: no suggested theta1/theta2 in it")
+    return {"theta1": float(found["theta1"]), "theta2": float(found["theta2"])}
+
+
+def adapter_overrides_from_args(args: argparse.Namespace) -> dict:
+    """Only the options the user gave, so recipes and defaults fill the rest."""
+    names = {
+        "method": "method", "r": "r", "r_high": "r_high", "r_low": "r_low", "theta1": "theta1",
+        "theta2": "theta2", "alpha_policy": "alpha_policy", "alpha_ratio": "alpha_ratio", "alpha": "alpha",
+        "targets": "targets", "encoder": "encoder", "lora_dropout": "dropout",
+    }  # fmt: skip
+    out = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
+    if getattr(args, "probe", None):
+        out |= _probe_thetas(args.probe)
+    if "r" not in out and out.get("method", "dama") in ("lora", "lora-fa", "pissa", "milora", "dora"):
+        out["r"] = 32  # the paper-style default for uniform LoRA baselines
+    return out
+
+
+def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
+    return AdapterConfig.from_dict(adapter_overrides_from_args(args))

@@ -1,0 +1,138 @@
+"""Adapter configuration: one frozen dataclass for every method, validated once at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+# Short names of the linear maps in one Whisper layer, as transformers names them.
+DECODER_LINEARS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.out_proj",
+    "encoder_attn.q_proj",
+    "encoder_attn.k_proj",
+    "encoder_attn.v_proj",
+    "encoder_attn.out_proj",
+    "fc1",
+    "fc2",
+)
+ENCODER_LINEARS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.out_proj",
+    "fc1",
+    "fc2",
+)
+TARGET_ALIASES = {
+    "all": DECODER_LINEARS,
+    # peft's Whisper example: q and v of every attention
+    "qv": ("self_attn.q_proj", "self_attn.v_proj", "encoder_attn.q_proj", "encoder_attn.v_proj"),
+    # everything except cross-attention k/v, whose outputs over 1500 frames can then be cached
+    "no-cross-kv": tuple(
+        t for t in DECODER_LINEARS if t not in ("encoder_attn.k_proj", "encoder_attn.v_proj")
+    ),
+}
+METHODS = (
+    "full",
+    "lora",
+    "lora-fa",
+    "pissa",
+    "milora",
+    "dora",
+    "dama",
+    "dama-no-schedule",
+    "dama-no-svd",
+    "dama-no-bpp",
+)
+
+
+class AdapterConfigError(ValueError):
+    """A configuration that cannot work; the message names the field."""
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """How to adapt a Whisper.
+
+    method: one of METHODS.  r: rank of uniform-rank methods (lora, lora-fa, pissa, milora, dora,
+    dama-no-schedule; for dama-no-schedule 0 means "the mean rank of the DAMA schedule", so the
+    ablation spends the same budget).  r_high/r_low/theta1/theta2: DAMA's schedule (DESIGN.md s.4).
+    alpha_policy: "ratio" sets alpha = alpha_ratio * rank per layer (the same scaling at every rank);
+    "fixed" uses alpha for every layer.  targets: short linear names or an alias (all, qv, no-cross-kv).
+    encoder: also adapt the encoder layers (uniform rank r_low for DAMA, r otherwise); when False the
+    encoder stays frozen and its outputs can be cached.
+    """
+
+    method: str = "dama"
+    r: int = 0
+    r_high: int = 32
+    r_low: int = 8
+    theta1: float = 0.3
+    theta2: float = 0.7
+    alpha_policy: str = "ratio"
+    alpha_ratio: float = 2.0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("all",)
+    encoder: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise AdapterConfigError(f"method: unknown {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method.startswith("dama"):
+            if not 0.0 <= self.theta1 < self.theta2 <= 1.0:
+                raise AdapterConfigError(
+                    f"theta1/theta2: need 0 <= theta1 < theta2 <= 1, got {self.theta1} and {self.theta2}"
+                )
+            if self.r_low < 1 or self.r_high < self.r_low:
+                raise AdapterConfigError(
+                    f"r_high/r_low: need 1 <= r_low <= r_high, got {self.r_high}/{self.r_low}"
+                )
+        elif self.method != "full" and self.r < 1:
+            raise AdapterConfigError(f"r: method {self.method} needs a rank r >= 1, got {self.r}")
+        if self.alpha_policy not in ("ratio", "fixed"):
+            raise AdapterConfigError(f"alpha_policy: 'ratio' or 'fixed', got {self.alpha_policy!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise AdapterConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+        object.__setattr__(self, "targets", tuple(self.targets))
+        self.target_linears()  # validates names
+
+    def target_linears(self) -> tuple[str, ...]:
+        """Decoder linear short names this config adapts, aliases expanded, in canonical order."""
+        chosen: set[str] = set()
+        for name in self.targets:
+            if name in TARGET_ALIASES:
+                chosen.update(TARGET_ALIASES[name])
+            elif name in DECODER_LINEARS:
+                chosen.add(name)
+            else:
+                valid = ", ".join((*TARGET_ALIASES, *DECODER_LINEARS))
+                raise AdapterConfigError(f"targets: unknown target module {name!r}; valid: {valid}")
+        return tuple(t for t in DECODER_LINEARS if t in chosen)
+
+    @property
+    def adapts_encoder(self) -> bool:
+        return self.encoder
+
+    def alpha_for(self, rank: int) -> float:
+        return self.alpha_ratio * rank if self.alpha_policy == "ratio" else self.alpha
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["targets"] = list(self.targets)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AdapterConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise AdapterConfigError(f"unknown adapter option(s): {', '.join(sorted(unknown))}")
+        data = dict(data)
+        if "targets" in data:
+            targets = data["targets"]
+            data["targets"] = tuple(targets.split(",") if isinstance(targets, str) else targets)
+        return cls(**data)

@@ -1,0 +1,79 @@
+"""`dama plan`: the per-layer adapter table and trainable parameters from a config alone (no weights)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from transformers import WhisperConfig
+
+from dama_asr.adapters.cli_args import adapter_config_from_args, add_adapter_args
+
+
+def model_config(name_or_path: str) -> WhisperConfig:
+    """Config of a standard size, the tiny test model, or a local folder: never loads weights."""
+    from dama_asr.backbone.configs import KNOWN_SIZES, known_config
+    from dama_asr.backbone.loading import BackboneError
+
+    if name_or_path == "tiny-random":
+        from dama_asr.testing import TINY_DIMS, tiny_whisper_config
+
+        return tiny_whisper_config(**TINY_DIMS)
+    if (Path(name_or_path) / "config.json").is_file():
+        return WhisperConfig.from_pretrained(name_or_path)
+    if name_or_path.split("/")[-1] in KNOWN_SIZES:
+        return known_config(name_or_path)
+    raise BackboneError(
+        f"no config for {name_or_path!r}: use a standard size ({', '.join(KNOWN_SIZES)}), tiny-random, or a local folder"
+    )
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from dama_asr.adapters import plan_modules, plan_table, trainable_parameters
+
+    config = model_config(args.model)
+    cfg = adapter_config_from_args(args)
+    if args.json:
+        rows = [row.to_dict() for row in plan_modules(config, cfg)]
+        print(
+            json.dumps(
+                {
+                    "adapter": cfg.to_dict(),
+                    "trainable_parameters": trainable_parameters(config, cfg),
+                    "modules": rows,
+                },
+                indent=2,
+            )
+        )
+        return
+    print(
+        f"{args.model}: {config.decoder_layers} decoder layers, d_model {config.d_model}; method {cfg.method}"
+    )
+    print(plan_table(config, cfg))
+    if args.compare_lora:
+        from dama_asr.adapters import AdapterConfig
+
+        lora = trainable_parameters(
+            config,
+            AdapterConfig(method="lora", r=args.compare_lora, targets=cfg.targets, encoder=cfg.encoder),
+        )
+        ours = trainable_parameters(config, cfg)
+        print(
+            f"uniform LoRA r={args.compare_lora}: {lora:,} trainable parameters; {cfg.method} uses {ours / lora:.1%} of that"
+        )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="per-layer adapter plan and trainable parameters, without weights")
+    p.add_argument(
+        "--model",
+        default="whisper-base",
+        help="standard size (whisper-tiny..whisper-large-v3, openai/...), tiny-random or a local folder",
+    )
+    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--compare-lora", type=int, default=64, metavar="R", help="also count uniform LoRA at rank R (0: off)"
+    )
+    add_adapter_args(p)
+    p.set_defaults(func=cmd_plan)

@@ -1,0 +1,125 @@
+"""One conformance suite, run against every adapter method (STYLE.md rule 7)."""
+
+import copy
+
+import pytest
+import torch
+from peft import PeftModel
+
+from dama_asr.adapters import (
+    METHODS,
+    AdapterConfig,
+    apply_adapter,
+    load_adapted,
+    plan_modules,
+    save_adapter,
+    trainable_parameter_count,
+    trainable_parameters,
+)
+from dama_asr.testing import tiny_whisper
+
+DIMS = {"d_model": 32, "layers": 6, "heads": 2}
+
+
+def _config(method: str) -> AdapterConfig:
+    return AdapterConfig(method=method, r=4 if method != "dama-no-schedule" else 0, r_high=8, r_low=2)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 80, 3000, generator=g)
+    tokens = torch.tensor([[50258, 50297, 50359, 50363, 400, 401, 402, 50257]] * 2)
+    return features, tokens
+
+
+def _logits(model, inputs) -> torch.Tensor:
+    features, tokens = inputs
+    model.eval()
+    with torch.no_grad():
+        return model(input_features=features, decoder_input_ids=tokens).logits
+
+
+def _train_step(model, inputs) -> None:
+    features, tokens = inputs
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    out = model(input_features=features, decoder_input_ids=tokens[:, :-1], labels=tokens[:, 1:])
+    out.loss.backward()
+    opt.step()
+    opt.zero_grad()
+
+
+def _fresh_base():
+    return tiny_whisper(seed=1, **DIMS)[0]
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def adapted(request, inputs):
+    cfg = _config(request.param)
+    base_logits = _logits(_fresh_base(), inputs)
+    model = apply_adapter(_fresh_base(), cfg)
+    init_logits = _logits(model, inputs)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _train_step(model, inputs)
+    return cfg, model, base_logits, init_logits, before
+
+
+def test_output_unchanged_at_init(adapted):
+    _, _, base_logits, init_logits, _ = adapted
+    torch.testing.assert_close(init_logits, base_logits, atol=2e-4, rtol=0)
+
+
+def test_exactly_the_planned_parameters_train(adapted):
+    cfg, model, _, _, before = adapted
+    assert trainable_parameter_count(model) == trainable_parameters(
+        model.config if cfg.method == "full" else model.base_model.model.config, cfg
+    )
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert changed <= trainable, f"frozen parameters moved: {sorted(changed - trainable)[:3]}"
+    if cfg.method == "full":
+        assert not any(n.startswith("model.encoder.") for n in trainable)
+        return
+    assert all("lora_" in n or "magnitude" in n for n in trainable)
+    for plan in plan_modules(model.base_model.model.config, cfg):
+        prefix = f"base_model.model.{plan.name}."
+        a_trains = any(n.startswith(prefix + "lora_A") for n in trainable)
+        assert a_trains == plan.train_a, plan.name
+        assert any(n.startswith(prefix + "lora_B") for n in trainable)
+
+
+def test_merged_equals_unmerged(adapted, inputs):
+    cfg, model, _, init_logits, _ = adapted
+    trained = _logits(model, inputs)
+    assert not torch.allclose(trained, init_logits), "the training step changed nothing"
+    if cfg.method == "full":
+        return
+    merged = copy.deepcopy(model).merge_and_unload()
+    torch.testing.assert_close(_logits(merged, inputs), trained, atol=2e-4, rtol=0)
+
+
+def test_save_load_round_trip_with_plain_peft(adapted, inputs, tmp_path):
+    cfg, model, _, _, _ = adapted
+    trained = _logits(model, inputs)
+    folder = save_adapter(model, cfg, tmp_path / "adapter", base_model="tiny")
+    loaded = load_adapted(_fresh_base(), folder)
+    torch.testing.assert_close(_logits(loaded, inputs), trained, atol=2e-4, rtol=0)
+    if cfg.method != "full":
+        # a user with plain peft and the ORIGINAL base weights gets the same model
+        plain = PeftModel.from_pretrained(_fresh_base(), folder)
+        torch.testing.assert_close(_logits(plain, inputs), trained, atol=2e-4, rtol=0)
+
+
+def test_dama_middle_basis_is_trailing_and_frozen(inputs):
+    model = apply_adapter(_fresh_base(), _config("dama"))
+    layer = model.base_model.model.model.decoder.layers[2].fc1  # layer 3 of 6: middle
+    a = layer.lora_A["default"].weight.detach().clone()
+    w = layer.get_base_layer().weight.detach().double()
+    s = torch.linalg.svdvals(w)
+    # A's rows span the directions of the smallest singular values: |W A^T| per row equals them
+    gains = (w @ a.double().T).norm(dim=0)
+    torch.testing.assert_close(gains.sort().values, s[-2:].sort().values, atol=1e-5, rtol=1e-4)
+    _train_step(model, inputs)
+    assert torch.equal(layer.lora_A["default"].weight, a)
+    assert layer.lora_B["default"].weight.abs().sum() > 0
