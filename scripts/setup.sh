@@ -8,7 +8,8 @@ PYTHON=${PYTHON:-python3}
 # The CPU build of torch 2.13.0 is what this project is tested with; on machines whose pip finds it
 # locally it avoids a multi-GB CUDA download. GPU users: TORCH_SPEC='torch' (or follow pytorch.org).
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-DEB_PACKAGES=(espeak-ng)
+# espeak-ng: synthetic speech; chromium: headless rendering of `dama report` pages in tests.
+DEB_PACKAGES=(espeak-ng chromium)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do

@@ -1,0 +1,113 @@
+"""Plots of a study (PNG, matplotlib Agg): WER vs trainable parameters, WER vs hours, probe curves."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from dama_asr.report.results import Aggregate  # noqa: E402
+
+# Fixed colours so a method looks the same in every figure.
+METHOD_COLOURS = {
+    "dama": "#d62728",
+    "lora": "#1f77b4",
+    "lora-fa": "#17becf",
+    "pissa": "#9467bd",
+    "milora": "#8c564b",
+    "dora": "#e377c2",
+    "full": "#2ca02c",
+    "dama-no-schedule": "#ff9896",
+    "dama-no-svd": "#ffbb78",
+    "dama-no-bpp": "#c49c94",
+}
+
+
+def _colour(method: str) -> str:
+    return METHOD_COLOURS.get(method, "#7f7f7f")
+
+
+def plot_wer_vs_parameters(aggs: list[Aggregate], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for a in aggs:
+        if math.isnan(a.wer):
+            continue
+        ax.errorbar(
+            a.trainable_parameters,
+            a.wer * 100,
+            yerr=a.wer_std * 100,
+            fmt="o",
+            color=_colour(a.method),
+            capsize=3,
+        )
+        ax.annotate(
+            f"{a.method} {a.hours:g}h",
+            (a.trainable_parameters, a.wer * 100),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("test WER (%)")
+    ax.set_title("WER vs trainable parameters (lower-left is better)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_wer_vs_hours(aggs: list[Aggregate], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key in sorted({(a.corpus, a.language, a.method) for a in aggs}):
+        points = sorted(
+            (a.hours, a.wer * 100, a.wer_std * 100) for a in aggs if (a.corpus, a.language, a.method) == key
+        )
+        if not points:
+            continue
+        hours, wer, std = zip(*points, strict=True)
+        ax.errorbar(
+            hours,
+            wer,
+            yerr=std,
+            marker="o",
+            capsize=3,
+            color=_colour(key[2]),
+            label=f"{key[2]} ({key[0]}/{key[1]})",
+        )
+    zero = {(a.corpus, a.language): a.zero_shot_wer for a in aggs if not math.isnan(a.zero_shot_wer)}
+    for (corpus, language), wer in zero.items():
+        ax.axhline(wer * 100, ls=":", color="black", lw=1)
+        ax.text(ax.get_xlim()[0], wer * 100, f" zero-shot {corpus}/{language}", va="bottom", fontsize=8)
+    ax.set_xlabel("training data (hours)")
+    ax.set_ylabel("test WER (%)")
+    ax.set_title("WER vs amount of training data")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_probe_curves(
+    curves: dict[str, list[float]], path: Path, title: str = "Language-ID probe accuracy per decoder layer"
+) -> Path:
+    """curves: label -> accuracy per layer (layer 0 = embeddings)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, acc in curves.items():
+        ax.plot(range(len(acc)), [x * 100 for x in acc], marker="o", label=label)
+    ax.set_xlabel("decoder layer (0 = embeddings)")
+    ax.set_ylabel("probe accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
