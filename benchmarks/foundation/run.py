@@ -69,7 +69,7 @@ def main() -> None:
             "x_realtime": round(audio_s / wall, 1),
         }
     result = {
-        "command": "python benchmarks/foundation/run.py --clips %d" % args.clips,
+        "command": f"python benchmarks/foundation/run.py --clips {args.clips}",
         "machine": {
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
