@@ -90,6 +90,9 @@ def _decode_batch(
             num_beams=options.beam_size,
             max_new_tokens=cap,
             return_timestamps=False,
+            # Inputs are <= 30 s: one decoding pass. Without this, a model that emits timestamp tokens
+            # (fine-tuned or random) sends transformers into its long-form loop, re-decoding 5x or more.
+            force_unique_generate_call=True,
         )
     sequences = out if isinstance(out, torch.Tensor) else out.sequences
     # Every id from <|endoftext|> up is a control or timestamp token; padding is <|endoftext|> too.

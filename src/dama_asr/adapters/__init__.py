@@ -1,21 +1,30 @@
-"""Adapter methods behind one registry: full, lora, lora-fa, pissa, milora, dora, dama and its ablations."""
+"""Adapter methods behind one registry: full, lora, lora-fa, pissa, milora, dora, dama and its ablations.
 
-from dama_asr.adapters.config import METHODS, AdapterConfig, AdapterConfigError
-from dama_asr.adapters.io import load_adapted, read_adapter_meta, save_adapter
-from dama_asr.adapters.methods import apply_adapter, base_model_of, trainable_parameter_count
-from dama_asr.adapters.plan import plan_modules, plan_table, trainable_parameters
+Names resolve lazily so that `dama --help` and argument parsing do not pay for importing peft.
+"""
 
-__all__ = [
-    "METHODS",
-    "AdapterConfig",
-    "AdapterConfigError",
-    "apply_adapter",
-    "base_model_of",
-    "load_adapted",
-    "plan_modules",
-    "plan_table",
-    "read_adapter_meta",
-    "save_adapter",
-    "trainable_parameter_count",
-    "trainable_parameters",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "METHODS": "config",
+    "AdapterConfig": "config",
+    "AdapterConfigError": "config",
+    "apply_adapter": "methods",
+    "base_model_of": "methods",
+    "trainable_parameter_count": "methods",
+    "load_adapted": "io",
+    "read_adapter_meta": "io",
+    "save_adapter": "io",
+    "plan_modules": "plan",
+    "plan_table": "plan",
+    "trainable_parameters": "plan",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
