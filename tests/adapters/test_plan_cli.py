@@ -12,8 +12,15 @@ def test_plan_large_v2_table_without_weights(capsys):
 
 
 def test_plan_json_and_probe_thresholds(tmp_path, capsys):
-    probe = tmp_path / "probe.json"
-    probe.write_text(json.dumps({"suggested": {"theta1": 0.5, "theta2": 0.84}}))
+    from dama_asr.probe import ProbeResult, save_probe
+    from dama_asr.probe.curve import ThetaSuggestion
+
+    suggestion = ThetaSuggestion(
+        theta1=0.5, theta2=0.84, l_early=3, l_late=5, num_layers=6, fallback=False, reason="test"
+    )
+    probe = save_probe(
+        ProbeResult("whisper-base", {"cy": 5, "en": 5}, 0.5, None, None, suggestion), tmp_path / "probe.json"
+    )
     assert main(["plan", "--model", "whisper-base", "--probe", str(probe), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["adapter"]["theta1"] == 0.5

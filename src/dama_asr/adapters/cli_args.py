@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
-
 from dama_asr.adapters.config import METHODS, AdapterConfig, AdapterConfigError
 
 
@@ -40,14 +37,13 @@ def add_adapter_args(p: argparse.ArgumentParser) -> None:
 
 
 def _probe_thetas(path: str) -> dict:
+    from dama_asr.probe import ProbeError, load_probe
+
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise AdapterConfigError(f"--probe {path}: cannot read a probe result ({err})") from err
-    found = data.get("suggested") or data
-    if "theta1" not in found or "theta2" not in found:
-        raise AdapterConfigError(f"--probe {path}: no suggested theta1/theta2 in it")
-    return {"theta1": float(found["theta1"]), "theta2": float(found["theta2"])}
+        theta1, theta2 = load_probe(path).thetas
+    except ProbeError as err:
+        raise AdapterConfigError(f"--probe: {err}") from err
+    return {"theta1": theta1, "theta2": theta2}
 
 
 def adapter_overrides_from_args(args: argparse.Namespace) -> dict:

@@ -1,0 +1,92 @@
+"""`dama probe`: layer-wise language-ID probing; parses, calls `dama_asr.probe`, prints."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+
+def default_out_dir(manifest: str | Path, model: str) -> Path:
+    """`<manifest folder>/probe-<manifest stem>-<model>/`."""
+    manifest = Path(manifest)
+    model_tag = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name or model)
+    return manifest.parent / f"probe-{manifest.stem}-{model_tag}"
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from dama_asr.backbone.loading import load_backbone
+    from dama_asr.cli import UserError
+    from dama_asr.data.manifest import read_manifest
+    from dama_asr.probe import ProbeError, ProbeOptions, plot_probe, run_probe, save_probe
+
+    try:
+        options = ProbeOptions(
+            folds=args.folds,
+            max_per_language=args.max_per_language,
+            seed=args.seed,
+            layers=args.layers,
+            batch_size=args.batch_size,
+            prompt=args.prompt,
+            fixed_language=args.fixed_language,
+        )
+        items = read_manifest(args.manifest)
+        backbone = load_backbone(args.model, device=args.device)
+        result = run_probe(backbone, items, options)
+    except ProbeError as err:
+        raise UserError(str(err)) from err
+    out = Path(args.out) if args.out else default_out_dir(args.manifest, args.model)
+    json_path = save_probe(result, out / "probe.json")
+    png_path = plot_probe(result, out / "probe.png")
+
+    counts = ", ".join(f"{lang} {n}" for lang, n in result.languages.items())
+    print(
+        f"{result.model}: {sum(result.languages.values())} utterances ({counts}); chance {result.chance:.3f}"
+    )
+    if result.skipped:
+        print("skipped: " + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in result.skipped.items()))
+    for name, curve in (("decoder", result.decoder), ("encoder", result.encoder)):
+        if curve is None:
+            continue
+        print(f"{name} accuracy per layer (0 = embeddings), mean ± std over {options.folds} folds:")
+        for layer, mean, std in zip(curve.layers, curve.mean, curve.std, strict=True):
+            print(f"  layer {layer:>2}: {mean:.3f} ± {std:.3f}")
+    s = result.suggestion
+    kind = "default" if s.fallback else "suggested"
+    print(
+        f"{kind} theta1={s.theta1:.3f} theta2={s.theta2:.3f} (l_early={s.l_early}, l_late={s.l_late}, L={s.num_layers})"
+    )
+    print(f"  {s.reason}")
+    print(f"time: {result.seconds['total']:.1f} s (forward {result.seconds['forward']:.1f} s)")
+    print(f"results: {json_path}\nplot: {png_path}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "probe",
+        help="layer-wise language-ID probing; suggests DAMA's theta1/theta2",
+        description="Teacher-force each utterance, mean-pool every decoder/encoder layer, cross-validate a "
+        "linear language-ID classifier per layer; writes probe.json and probe.png.",
+    )
+    p.add_argument(
+        "--model", default="whisper-base", help="built-in name (whisper-base, tiny-random), folder or hub id"
+    )
+    p.add_argument("--manifest", required=True, help="JSONL manifest with >= 2 languages")
+    p.add_argument("--out", help="output folder (default: next to the manifest)")
+    p.add_argument("--folds", type=int, default=5, help="k of the stratified k-fold cross-validation")
+    p.add_argument(
+        "--max-per-language", type=int, help="use at most N utterances per language (seeded sample)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", choices=["decoder", "encoder", "both"], default="both")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--prompt",
+        choices=["neutral", "fixed", "forced"],
+        default="neutral",
+        help="decoder prompt: neutral = no language token (default); fixed = --fixed-language for all; "
+        "forced = each utterance's own language (leaks the label: for comparison only)",
+    )
+    p.add_argument("--fixed-language", default="en", help="the language token used by --prompt fixed")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.set_defaults(func=cmd_probe)
