@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+
 from dama_asr.adapters.config import METHODS, AdapterConfig, AdapterConfigError
 
 
