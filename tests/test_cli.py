@@ -59,3 +59,30 @@ def test_unknown_model_is_a_clear_error(tmp_path, capsys):
     audio = write_tone(tmp_path / "a.wav")
     assert main(["transcribe", str(audio), "--model", "nonsense"]) == 2
     assert "whisper-base, tiny-random" in capsys.readouterr().err
+
+
+def test_eval_with_a_saved_adapter(tmp_path):
+    from transformers import WhisperForConditionalGeneration
+
+    from dama_asr.adapters import AdapterConfig, apply_adapter, save_adapter
+
+    model_dir = save_tiny_whisper(tmp_path / "model")
+    cfg = AdapterConfig(method="lora", r=2)
+    adapted = apply_adapter(WhisperForConditionalGeneration.from_pretrained(model_dir), cfg)
+    adapter_dir = save_adapter(adapted, cfg, tmp_path / "adapter", base_model=str(model_dir))
+    manifest = tiny_manifest(tmp_path / "corpus", n=2)
+    out = tmp_path / "res.json"
+    args = [
+        "eval",
+        "--manifest",
+        str(manifest),
+        "--model",
+        str(model_dir),
+        "--adapter",
+        str(adapter_dir),
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    assert json.loads(out.read_text())["model"].endswith("+" + str(adapter_dir))
+    assert main([*args[:-4], "--adapter", str(tmp_path / "nothing"), "--out", str(out)]) == 2

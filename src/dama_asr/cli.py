@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 
 # Modules that add verbs of their own: each has `register(subparsers)`.
-COMMAND_MODULES = ("dama_asr.data.commands", "dama_asr.plan_commands", "dama_asr.probe_commands")
+COMMAND_MODULES = (
+    "dama_asr.data.commands",
+    "dama_asr.probe_commands",
+    "dama_asr.plan_commands",
+    "dama_asr.train_commands",
+    "dama_asr.study_commands",
+)
 
 
 class UserError(Exception):
@@ -22,6 +28,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from dama_asr.backbone.embedded import EmbeddedModelMissing
     from dama_asr.backbone.loading import BackboneError
     from dama_asr.data.audio import AudioError
+    from dama_asr.data.debian import DebianPackageError
     from dama_asr.data.espeak import EspeakError
     from dama_asr.data.manifest import ManifestError
     from dama_asr.languages import UnknownLanguageError
@@ -32,6 +39,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         BackboneError,
         EmbeddedModelMissing,
         AudioError,
+        DebianPackageError,
         ManifestError,
         UnknownLanguageError,
         EspeakError,
@@ -39,8 +47,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _load(args: argparse.Namespace):
+    """The backbone, with a saved adapter (or fully fine-tuned model) from --adapter applied."""
+    from dama_asr.backbone.loading import Backbone, load_backbone
+
+    backbone = load_backbone(args.model, device=args.device)
+    if not getattr(args, "adapter", None):
+        return backbone
+    from dama_asr.adapters import load_adapted
+
+    model = load_adapted(backbone.model, args.adapter).to(backbone.device).eval()
+    return Backbone(model=model, processor=backbone.processor, name=f"{args.model}+{args.adapter}")
+
+
 def cmd_transcribe(args: argparse.Namespace) -> None:
-    from dama_asr.backbone.loading import load_backbone
     from dama_asr.data.audio import AudioError, load_audio
     from dama_asr.transcribe import DecodingOptions, transcribe
 
@@ -54,7 +74,7 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
             print(f"skipped: {err}", file=sys.stderr)
     if not audios:
         raise UserError(f"none of the {failed} audio file(s) could be read")
-    backbone = load_backbone(args.model, device=args.device)
+    backbone = _load(args)
     options = DecodingOptions(
         language=args.language, beam_size=args.beam_size, batch_size=args.batch_size, task=args.task
     )
@@ -74,7 +94,6 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from dama_asr.backbone.loading import load_backbone
     from dama_asr.data.manifest import read_manifest
     from dama_asr.evaluate import evaluate_items, markdown_table, write_result
     from dama_asr.transcribe import DecodingOptions
@@ -82,7 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     items = read_manifest(args.manifest)
     if args.limit:
         items = items[: args.limit]
-    backbone = load_backbone(args.model, device=args.device)
+    backbone = _load(args)
     options = DecodingOptions(beam_size=args.beam_size, batch_size=args.batch_size)
     result = evaluate_items(backbone, items, options, force_language=not args.detect_language)
     print(markdown_table(result))
@@ -100,7 +119,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from dama_asr.demo import run_demo
 
-    run_demo(Path(args.out) if args.out else None, model=args.model)
+    run_demo(Path(args.out) if args.out else None, hours=args.hours, epochs=args.epochs)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -108,6 +127,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--model",
         default="whisper-base",
         help="built-in name (whisper-base, tiny-random), local folder or hub id",
+    )
+    p.add_argument(
+        "--adapter", help="a folder written by `dama train` (best/, final/): peft adapter or full model"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=8)
@@ -137,9 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="end-to-end run on the embedded default")
+    p = sub.add_parser(
+        "demo", help="end to end on the embedded default: corpora, probe, DAMA vs LoRA, report"
+    )
     p.add_argument("--out", help="output folder (default: $DAMA_HOME/demo)")
-    p.add_argument("--model", default="whisper-base")
+    p.add_argument("--hours", type=float, default=0.15, help="Welsh training audio")
+    p.add_argument("--epochs", type=int, default=3)
     p.set_defaults(func=cmd_demo)
 
     for module_name in COMMAND_MODULES:

@@ -1,0 +1,285 @@
+"""Training configuration: frozen dataclasses validated once, YAML recipes mapped onto them.
+
+A recipe is the nested form of `TrainConfig.to_dict()`:
+
+    model: whisper-base
+    adapter: {method: dama, r_high: 32, r_low: 8}
+    optim: {epochs: 5, batch_size: 8, lr: 1.0e-3}
+    eval: {patience: 2, max_utterances: 100}
+
+`load_recipe(path, overrides)` applies dotted overrides (`{"optim.lr": 5e-4}`) on top, and every
+run writes the resolved config to `<output_dir>/config.yaml`, which `load_recipe` reads back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dama_asr.adapters import AdapterConfig, AdapterConfigError
+
+SCHEDULES = ("linear", "cosine", "constant")
+PRECISIONS = ("no", "bf16", "fp16")
+# Fields that may differ between a run and its `--resume` (they steer the process, not the maths).
+RUN_CONTROL_FIELDS = frozenset({"stop_after_steps", "progress_bar"})
+
+
+class TrainConfigError(ValueError):
+    """A training configuration that cannot work; the message names the field."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW over the trainable parameters, warmup then decay.
+
+    batch_size is per process; the global batch is batch_size x grad_accum x processes.
+    warmup_steps > 0 wins over warmup_ratio (a fraction of all optimizer steps).
+    """
+
+    epochs: int = 5
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    warmup_steps: int = 0
+    schedule: str = "linear"
+    max_grad_norm: float = 1.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "grad_accum")
+        if not self.lr > 0:
+            raise TrainConfigError(f"optim.lr: must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise TrainConfigError(f"optim.weight_decay: must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise TrainConfigError(f"optim.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.warmup_steps < 0:
+            raise TrainConfigError(f"optim.warmup_steps: must be >= 0, got {self.warmup_steps}")
+        if self.schedule not in SCHEDULES:
+            raise TrainConfigError(f"optim.schedule: one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.max_grad_norm < 0:
+            raise TrainConfigError(
+                f"optim.max_grad_norm: must be >= 0 (0 = no clipping), got {self.max_grad_norm}"
+            )
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise TrainConfigError(f"optim.adam_betas: two numbers in [0, 1), got {self.adam_betas}")
+
+    def warmup_for(self, total_steps: int) -> int:
+        return self.warmup_steps or int(round(self.warmup_ratio * total_steps))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Dev WER after every epoch, early stopping on it, the best epoch's adapter kept in `best/`.
+
+    normaliser: which WER decides (raw, whisper, script_safe; script_safe keeps combining marks, so
+    it is safe for every script).  patience: stop after this many epochs without improvement (0 = never).
+    max_utterances: score a fixed, seeded sample of the dev set (0 = all).
+    """
+
+    enabled: bool = True
+    normaliser: str = "script_safe"
+    patience: int = 0
+    max_utterances: int = 200
+    batch_size: int = 16
+    beam_size: int = 1
+    at_start: bool = False
+
+    def __post_init__(self) -> None:
+        from dama_asr.scoring import NORMALISERS
+
+        if self.normaliser not in NORMALISERS:
+            raise TrainConfigError(
+                f"eval.normaliser: one of {', '.join(NORMALISERS)}, got {self.normaliser!r}"
+            )
+        _positive(self, "batch_size", "beam_size")
+        if self.patience < 0 or self.max_utterances < 0:
+            raise TrainConfigError("eval.patience and eval.max_utterances: must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run.
+
+    model: backbone name or folder (see `load_backbone`).  train/dev: manifests (dev may be '' to
+    skip evaluation).  output_dir: the run folder (config, logs, checkpoints, best/ and final/).
+    precision: 'no', 'bf16' or 'fp16' autocast; on CPU the run falls back to fp32 with a warning.
+    encoder_cache: reuse cached encoder outputs when the adapter leaves the encoder frozen.
+    length_grouped: batches of similar transcript length (sorted within shuffled mega-batches).
+    checkpoint_every: optimizer steps between checkpoints (0 = end of each epoch only); the last
+    `keep_checkpoints` are kept.  stop_after_steps: stop (with a checkpoint) after this many optimizer
+    steps; the schedule still spans all epochs, so `--resume` continues the same run.
+    prompt_loss: also train on the forced <|lang|><|transcribe|><|notimestamps|> tokens.
+    """
+
+    model: str = "whisper-base"
+    train: str = ""
+    dev: str = ""
+    output_dir: str = "runs/dama"
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "no"
+    gradient_checkpointing: bool = False
+    length_grouped: bool = True
+    mega_batch_factor: int = 50
+    encoder_cache: bool = True
+    prompt_loss: bool = False
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    stop_after_steps: int = 0
+    log_dir: str = ""
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.train:
+            raise TrainConfigError("train: a training manifest is required")
+        if not self.model:
+            raise TrainConfigError("model: a model name or folder is required")
+        if self.precision not in PRECISIONS:
+            raise TrainConfigError(f"precision: one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _positive(self, "mega_batch_factor", "keep_checkpoints")
+        if self.checkpoint_every < 0 or self.stop_after_steps < 0:
+            raise TrainConfigError("checkpoint_every and stop_after_steps: must be >= 0")
+
+    @property
+    def uses_encoder_cache(self) -> bool:
+        return self.encoder_cache and not self.adapter.adapts_encoder
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["adapter"] = self.adapter.to_dict()
+        out["optim"]["adam_betas"] = list(self.optim.adam_betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        return _build(cls, data, "")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def _positive(obj: Any, *names: str) -> None:
+    prefix = {OptimConfig: "optim.", EvalConfig: "eval."}.get(type(obj), "")
+    for name in names:
+        if getattr(obj, name) < 1:
+            raise TrainConfigError(f"{prefix}{name}: must be >= 1, got {getattr(obj, name)}")
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """YAML 1.1 reads `1e-3` as a string and users write `"8"`: cast scalars to the declared type."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "yes", "1", "on")
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise TrainConfigError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    if cls is AdapterConfig:
+        try:
+            return AdapterConfig.from_dict(data)
+        except (AdapterConfigError, TypeError) as err:
+            raise TrainConfigError(f"adapter: {err}") from err
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TrainConfigError(
+            f"{prefix}{unknown[0]}: unknown option; valid: {', '.join(sorted(prefix + k for k in known))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = value if isinstance(value, hint) else _build(hint, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, prefix + name)
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any] | None) -> dict:
+    """Set dotted keys (`optim.lr`, `adapter.r_high`) in a nested dict; returns a new dict."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        head, _, rest = key.partition(".")
+        if rest:
+            section = out.setdefault(head, {})
+            if not isinstance(section, dict):
+                raise TrainConfigError(f"{head}: is not a section, cannot set {key}")
+            out[head] = apply_overrides(section, {rest: value})
+        else:
+            out[head] = value
+    return out
+
+
+def load_recipe(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A TrainConfig from a YAML recipe (or None: the defaults) with dotted overrides on top."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise TrainConfigError(f"recipe {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise TrainConfigError(f"recipe {path} is not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise TrainConfigError(f"recipe {path}: the top level must be a mapping")
+    return TrainConfig.from_dict(apply_overrides(data, overrides))
+
+
+def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """Dotted names of the fields that differ, ignoring run-control fields."""
+    flat_a, flat_b = _flatten(a.to_dict()), _flatten(b.to_dict())
+    return sorted(
+        k
+        for k in flat_a.keys() | flat_b.keys()
+        if k not in RUN_CONTROL_FIELDS and flat_a.get(k) != flat_b.get(k)
+    )
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "extra":
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out

@@ -1,0 +1,170 @@
+"""Training examples: validated utterances, Whisper labels, length-grouped batches, collation.
+
+Labels follow Whisper's training format. For a transcript with tokens t1..tn in language xx:
+
+    sequence          <|sot|> <|xx|> <|transcribe|> <|notimestamps|> t1 ... tn <|eot|>
+    decoder_input_ids <|sot|> <|xx|> <|transcribe|> <|notimestamps|> t1 ... tn
+    labels            <|xx|>  <|transcribe|> <|notimestamps|> t1 ... tn <|eot|>
+
+We pass decoder_input_ids explicitly, so transformers never shifts the labels itself (it would
+prepend decoder_start_token_id to labels that already start with the prompt). The forced prompt
+positions are -100 in the labels unless `prompt_loss` is set; padding is <|eot|> in the inputs and
+-100 in the labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dama_asr.data.audio import AudioError, load_audio
+from dama_asr.data.manifest import Utterance
+from dama_asr.evaluate import SkippedItems
+from dama_asr.languages import UnknownLanguageError, language_token, normalise_language
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+PROMPT_LENGTH = 4  # <|sot|> <|xx|> <|transcribe|> <|notimestamps|>
+
+
+class TrainDataError(ValueError):
+    """Training data that cannot be used; the message names the item or the manifest."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One usable training utterance: the manifest item and its full token sequence (sot ... eot)."""
+
+    item: Utterance
+    tokens: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens) - 1
+
+
+def prompt_tokens(tokenizer, language: str, task: str = "transcribe") -> list[int]:
+    names = ["<|startoftranscript|>", language_token(language), f"<|{task}|>", "<|notimestamps|>"]
+    ids = tokenizer.convert_tokens_to_ids(names)
+    if tokenizer.unk_token_id in ids:
+        raise UnknownLanguageError(
+            f"the tokenizer has no token for {names[ids.index(tokenizer.unk_token_id)]}"
+        )
+    return ids
+
+
+def token_sequence(tokenizer, language: str, text: str) -> list[int]:
+    """<|sot|><|xx|><|transcribe|><|notimestamps|> + text + <|eot|>.
+
+    The text gets a leading space, as in Whisper's own outputs (' Mr. Quilter ...').
+    """
+    body = tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+    return [*prompt_tokens(tokenizer, language), *body, tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+
+
+def prepare_examples(
+    items: Sequence[Utterance],
+    tokenizer,
+    known_languages: set[str],
+    max_target_positions: int,
+    check_audio: bool = True,
+) -> tuple[list[Example], SkippedItems]:
+    """Validate and tokenise a training manifest, before any model work.
+
+    Unknown languages and over-long transcripts are errors naming the item; empty transcripts and
+    unreadable audio are skipped and counted. An empty result is an error.
+    """
+    skipped = SkippedItems()
+    examples = []
+    for item in items:
+        try:
+            language = normalise_language(item.language, known_languages)
+        except UnknownLanguageError as err:
+            raise UnknownLanguageError(f"item {item.id!r}: the model has no language token: {err}") from None
+        if not item.text.strip():
+            skipped.add("empty transcript", item.id)
+            continue
+        tokens = token_sequence(tokenizer, language, item.text)
+        if len(tokens) - 1 > max_target_positions:
+            raise TrainDataError(
+                f"item {item.id!r}: transcript is {len(tokens) - 1} decoder tokens, more than the model's "
+                f"{max_target_positions}; split the utterance or drop it from the manifest"
+            )
+        if check_audio:
+            try:
+                load_audio(item.audio)
+            except AudioError as err:
+                skipped.add("unreadable audio", str(err))
+                continue
+        examples.append(Example(item=item, tokens=tuple(tokens)))
+    if not examples:
+        raise TrainDataError(
+            f"the training set is empty: {len(items)} item(s), skipped {skipped.to_dict()['counts']}"
+        )
+    if skipped.total:
+        log.warning("skipped %d training item(s): %s", skipped.total, dict(skipped.counts))
+    return examples, skipped
+
+
+def epoch_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    length_grouped: bool = True,
+    mega_batch_factor: int = 50,
+) -> list[list[int]]:
+    """The epoch's batches of example indices; a pure function of (lengths, batch_size, seed, epoch).
+
+    Length grouping: shuffle, cut into mega-batches of `mega_batch_factor` batches, sort each by
+    length (longest first), cut into batches, then shuffle the batch order. Every process computes
+    the same list, so resuming and multi-process training need no shared state.
+    """
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if length_grouped:
+        mega = batch_size * mega_batch_factor
+        order = [
+            i
+            for start in range(0, len(order), mega)
+            for i in sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        ]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    if length_grouped:
+        rng.shuffle(batches)
+    return batches
+
+
+def shard_batch(batch: list[int], rank: int, world_size: int) -> list[int]:
+    """This process's contiguous part of a global batch (sizes differ by at most one)."""
+    per, extra = divmod(len(batch), world_size)
+    start = rank * per + min(rank, extra)
+    return batch[start : start + per + (rank < extra)]
+
+
+def collate_tokens(examples: Sequence[Example], pad_id: int, prompt_loss: bool) -> dict[str, torch.Tensor]:
+    """decoder_input_ids (B, T) padded with `pad_id`; labels (B, T) padded with -100."""
+    width = max(e.length for e in examples)
+    inputs = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, example in enumerate(examples):
+        seq = torch.tensor(example.tokens, dtype=torch.long)
+        inputs[row, : example.length] = seq[:-1]
+        labels[row, : example.length] = seq[1:]
+        if not prompt_loss:
+            labels[row, : PROMPT_LENGTH - 1] = IGNORE_INDEX
+    return {"decoder_input_ids": inputs, "labels": labels}
+
+
+def log_mel(feature_extractor, items: Sequence[Utterance]) -> torch.Tensor:
+    """Whisper's log-mel input, padded to 30 s: (B, n_mels, 3000)."""
+    audios: list[np.ndarray] = [load_audio(item.audio) for item in items]
+    feats = feature_extractor(audios, sampling_rate=16_000, return_tensors="pt")
+    return feats.input_features

@@ -1,0 +1,354 @@
+"""`train(config)`: the training loop on accelerate (one CPU, one GPU, or `accelerate launch` with many).
+
+Loss normalisation is exact across processes and accumulation steps: every optimizer step sums
+token losses over the whole global batch and divides by its number of label tokens (all-reduced),
+so 2 processes x batch 2 give the same gradients as 1 process x batch 4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+from dama_asr.adapters import save_adapter, trainable_parameter_count
+from dama_asr.atomic import atomic_write_text
+from dama_asr.backbone.loading import Backbone, load_backbone
+from dama_asr.evaluate import evaluate_items
+from dama_asr.train.checkpoint import (
+    latest_good_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from dama_asr.train.config import TrainConfig, TrainConfigError, config_differences, load_recipe
+from dama_asr.train.data import IGNORE_INDEX, collate_tokens, log_mel, shard_batch
+from dama_asr.train.encoder_cache import EncoderCache, utterance_key
+from dama_asr.train.metrics_log import MetricsLog, peak_memory_bytes
+from dama_asr.train.setup import (
+    RunData,
+    build_encoder_cache,
+    global_micro_batches,
+    load_run_data,
+    make_accelerator,
+    make_optimizer,
+    make_scheduler,
+    prepare_model,
+    steps_per_epoch,
+)
+from dama_asr.transcribe import DecodingOptions
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class Trainer:
+    """One run: holds the model, optimizer, schedule, data and progress; `run()` trains it."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        self.config = config
+        self.accelerator: Accelerator = make_accelerator(config)
+        self.run_dir = config.run_dir
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self._check_run_dir(resume)
+        self.backbone = load_backbone(config.model, device="cpu")
+        # Data errors (unknown language, over-long or no transcripts) come before any model work.
+        self.data: RunData = load_run_data(config, self.backbone)
+        set_seed(config.seed)  # adapter initialisation (LoRA's random A) follows the run's seed
+        model = prepare_model(config, self.backbone, self.accelerator.device)
+        self.world = self.accelerator.num_processes
+        self.steps_per_epoch = steps_per_epoch(config, len(self.data.examples), self.world)
+        self.total_steps = self.steps_per_epoch * config.optim.epochs
+        self.optimizer = make_optimizer(model, config.optim)
+        self.scheduler = make_scheduler(self.optimizer, config.optim, self.total_steps)
+        self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_wer": None, "best_epoch": None,
+                      "bad_epochs": 0, "history": [], "epoch_seconds": [], "cache_seconds": 0.0}  # fmt: skip
+        self.resumed_from: Path | None = None
+        if resume:
+            self.resumed_from, self.state = latest_good_checkpoint(self.ckpt_dir)
+            load_checkpoint(self.resumed_from, model, self.optimizer, self.scheduler)
+        self.trainable = trainable_parameter_count(model)
+        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        self.log = MetricsLog(Path(config.log_dir) if config.log_dir else self.run_dir, self.is_main)
+        if resume:
+            self.log.truncate_after(self.state["global_step"])
+        self.cache: EncoderCache | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def _check_run_dir(self, resume: bool) -> None:
+        saved = self.run_dir / "config.yaml"
+        if resume:
+            if not saved.is_file():
+                raise TrainConfigError(f"output_dir: {self.run_dir} holds no run to resume (no config.yaml)")
+            differences = config_differences(load_recipe(saved), self.config)
+            if differences:
+                raise TrainConfigError(
+                    f"--resume: the configuration differs from the saved run in {', '.join(differences)}; "
+                    f"resume with the same settings (see {saved})"
+                )
+            return
+        if list_checkpoints(self.ckpt_dir) or (self.run_dir / "summary.json").is_file():
+            raise TrainConfigError(
+                f"output_dir: {self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        if self.is_main:
+            atomic_write_text(saved, self.config.to_yaml())
+
+    # ---- the step ------------------------------------------------------------------------------
+    def _model_inputs(self, indices: list[int]) -> dict:
+        examples = [self.data.examples[i] for i in indices]
+        pad = self.backbone.processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        batch = collate_tokens(examples, pad, self.config.prompt_loss)
+        device = self.accelerator.device
+        dtype = next(self.model.parameters()).dtype
+        inputs = {"decoder_input_ids": batch["decoder_input_ids"].to(device), "use_cache": False}
+        if self.cache is not None:
+            hidden = self.cache.get([utterance_key(e.item.audio) for e in examples])  # (B, 1500, D) f16
+            inputs["encoder_outputs"] = (hidden.to(device, dtype=dtype),)
+        else:
+            features = log_mel(self.backbone.processor.feature_extractor, [e.item for e in examples])
+            inputs["input_features"] = features.to(device, dtype=dtype)  # (B, mels, 3000)
+        return {"inputs": inputs, "labels": batch["labels"].to(device)}
+
+    def _optimizer_step(self, group: list[list[int]]) -> dict:
+        """One optimizer step over `group` (grad_accum global micro-batches); returns its metrics."""
+        local = [shard_batch(b, self.accelerator.process_index, self.world) for b in group]
+        batches = [self._model_inputs(ix) for ix in local]
+        n_local = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in batches)
+        n_global = self.accelerator.reduce(
+            torch.tensor(float(n_local), device=self.accelerator.device), "sum"
+        )
+        loss_sum = torch.zeros((), device=self.accelerator.device)
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+            with sync, self.accelerator.autocast():
+                logits = self.model(**batch["inputs"]).logits  # (B, T, V)
+                token_loss = nn.functional.cross_entropy(
+                    logits.float().flatten(0, 1),
+                    batch["labels"].flatten(),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                )
+                # DDP averages gradients over processes; scale so the result is sum / n_global.
+                self.accelerator.backward(token_loss * self.world / n_global)
+            loss_sum += token_loss.detach()
+        loss = (self.accelerator.reduce(loss_sum, "sum") / n_global).item()
+        if not math.isfinite(loss):
+            self._diverged(f"loss is {loss}")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        max_norm = self.config.optim.max_grad_norm or float("inf")
+        grad_norm = float(self.accelerator.clip_grad_norm_(params, max_norm))
+        if not math.isfinite(grad_norm) and self.config.precision != "fp16":
+            self._diverged(f"gradient norm is {grad_norm}")
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "samples": sum(len(b) for b in group),
+                "tokens": int(n_global.item())}  # fmt: skip
+
+    def _diverged(self, what: str) -> None:
+        step, epoch = self.state["global_step"] + 1, self.state["epoch"] + 1
+        good = list_checkpoints(self.ckpt_dir)
+        kept = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint had been saved yet"
+        raise TrainingDiverged(
+            f"{what} at step {step} (epoch {epoch}); stopped. Nothing was written for this step; {kept}. "
+            "Lower the learning rate (optim.lr) or raise warmup, then retrain or --resume."
+        )
+
+    # ---- epochs, evaluation, checkpoints ---------------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        if self.is_main:
+            folder = self.ckpt_dir / f"step-{self.state['global_step']:08d}"
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            save_checkpoint(folder, unwrapped, self.optimizer, self.scheduler, self.state)
+            prune_checkpoints(self.ckpt_dir, self.config.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+
+    def _evaluate(self, epoch: int) -> float | None:
+        """Dev WER on the main process (broadcast to the others); keeps `best/` and early-stopping state."""
+        if not self.data.dev:
+            return None
+        wer = [None]
+        if self.is_main:
+            wer[0] = self._dev_wer(epoch)
+        wer = broadcast_object_list(wer)[0] if self.world > 1 else wer[0]
+        return wer
+
+    def _dev_wer(self, epoch: int) -> float:
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        unwrapped.eval()
+        start = time.perf_counter()
+        ev = self.config.eval
+        backbone = Backbone(model=unwrapped, processor=self.backbone.processor, name=self.config.model)
+        with torch.no_grad():
+            result = evaluate_items(
+                backbone, self.data.dev, DecodingOptions(beam_size=ev.beam_size, batch_size=ev.batch_size)
+            )
+        unwrapped.train()
+        overall = result["by_language"]["all"]
+        wer, cer = overall[ev.normaliser]["wer"], overall[ev.normaliser]["cer"]
+        result.pop("utterances")
+        atomic_write_text(
+            self.run_dir / "eval" / f"epoch-{epoch}.json", json.dumps(result, indent=2, ensure_ascii=False)
+        )
+        record = {"kind": "eval", "step": self.state["global_step"], "epoch": epoch, "dev_wer": wer,
+                  "dev_cer": cer, "dev_suspicious": overall["suspicious"], "seconds": time.perf_counter() - start}  # fmt: skip
+        self.log.write(record, self.state["global_step"])
+        return wer
+
+    def _end_epoch(self, epoch: int, seconds: float, cache_seconds: float, losses: list[float]) -> bool:
+        """Evaluate, keep the best adapter, decide early stopping. Returns True to stop.
+
+        `seconds` is the epoch's training time, `cache_seconds` what this run spent building the
+        encoder cache before it (the first epoch of a run pays for encoding).
+        """
+        wer = self._evaluate(epoch + 1)
+        state = self.state
+        state["epoch_seconds"].append(seconds + cache_seconds)
+        mean_loss = sum(losses) / len(losses) if losses else None
+        samples = len(self.data.examples) * len(losses) / self.steps_per_epoch
+        state["history"].append({"epoch": epoch + 1, "train_loss": mean_loss, "dev_wer": wer,
+                                 "seconds": seconds + cache_seconds, "train_seconds": seconds,
+                                 "cache_seconds": cache_seconds, "samples_per_second": samples / seconds})  # fmt: skip
+        stop = False
+        if wer is not None:
+            if state["best_wer"] is None or wer < state["best_wer"]:
+                state["best_wer"], state["best_epoch"], state["bad_epochs"] = wer, epoch + 1, 0
+                if self.is_main:
+                    save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter,
+                                 self.run_dir / "best", base_model=self.config.model)  # fmt: skip
+            else:
+                state["bad_epochs"] += 1
+                patience = self.config.eval.patience
+                stop = bool(patience) and state["bad_epochs"] >= patience
+        state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+        state["stopped_early"] = stop
+        return stop
+
+    def _train_epoch(self, epoch: int, bar: tqdm) -> tuple[list[float], bool]:
+        """Returns the step losses and whether stop_after_steps was reached."""
+        accum = self.config.optim.grad_accum
+        micro = global_micro_batches(self.config, self.data.lengths, self.world, epoch)
+        losses = []
+        for step_in_epoch in range(self.state["step_in_epoch"], self.steps_per_epoch):
+            start = time.perf_counter()
+            metrics = self._optimizer_step(micro[step_in_epoch * accum : (step_in_epoch + 1) * accum])
+            seconds = time.perf_counter() - start
+            self.state["global_step"] += 1
+            self.state["step_in_epoch"] = step_in_epoch + 1
+            losses.append(metrics["loss"])
+            step = self.state["global_step"]
+            record = {"kind": "train", "step": step, "epoch": epoch + (step_in_epoch + 1) / self.steps_per_epoch,
+                      **metrics, "samples_per_s": metrics["samples"] / seconds, "seconds": seconds}  # fmt: skip
+            self.log.write(record, step)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2e}")
+            stop_now = bool(self.config.stop_after_steps) and step >= self.config.stop_after_steps
+            last_in_epoch = step_in_epoch + 1 == self.steps_per_epoch
+            if not last_in_epoch and (
+                stop_now or (self.config.checkpoint_every and step % self.config.checkpoint_every == 0)
+            ):
+                self._save_checkpoint()
+            if stop_now:
+                return losses, True
+        return losses, False
+
+    def run(self) -> dict:
+        """Train to the end (or early stop, or stop_after_steps); returns the summary."""
+        start_run = time.perf_counter()
+        cache_seconds = 0.0
+        if self.config.uses_encoder_cache:
+            t0 = time.perf_counter()
+            self.cache, _, encoded = build_encoder_cache(
+                self.accelerator, self.backbone, self.data.examples, self.config.eval.batch_size
+            )
+            cache_seconds = time.perf_counter() - t0
+            self.state["cache_seconds"] += cache_seconds
+            self.state.setdefault("cache_encoded", 0)
+            self.state["cache_encoded"] += encoded
+        if self.config.eval.at_start and self.state["global_step"] == 0 and self.data.dev:
+            self._evaluate(0)
+        bar = tqdm(total=self.total_steps, initial=self.state["global_step"], unit="step", desc="train",
+                   disable=not (self.is_main and self.config.progress_bar))  # fmt: skip
+        stopped = False
+        try:
+            # A run that stopped early stays stopped: --resume then only writes final/ and the summary.
+            first_epoch = self.config.optim.epochs if self.state.get("stopped_early") else self.state["epoch"]
+            early = bool(self.state.get("stopped_early"))
+            for epoch in range(first_epoch, self.config.optim.epochs):
+                t0 = time.perf_counter()
+                losses, stopped = self._train_epoch(epoch, bar)
+                seconds = time.perf_counter() - t0
+                if stopped and self.state["step_in_epoch"] < self.steps_per_epoch:
+                    break
+                early = self._end_epoch(epoch, seconds, cache_seconds, losses)
+                cache_seconds = 0.0
+                self._save_checkpoint()
+                if early or stopped:
+                    break
+        finally:
+            bar.close()
+        summary = self._summary(time.perf_counter() - start_run, stopped, early)
+        if self.is_main and not stopped:
+            save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter, self.run_dir / "final",
+                         base_model=self.config.model)  # fmt: skip
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        self.accelerator.wait_for_everyone()
+        self.log.close()
+        return summary
+
+    def _summary(self, seconds: float, stopped: bool, early: bool) -> dict:
+        state = self.state
+        return {
+            "model": self.config.model,
+            "method": self.config.adapter.method,
+            "run_dir": str(self.run_dir),
+            "status": "stopped (stop_after_steps)" if stopped else ("early stopped" if early else "finished"),
+            "processes": self.world,
+            "device": str(self.accelerator.device),
+            "trainable_parameters": self.trainable,
+            "train_utterances": len(self.data.examples),
+            "skipped_train_items": dict(self.data.skipped.counts),
+            "dev_utterances": len(self.data.dev),
+            "global_batch": self.config.optim.batch_size * self.config.optim.grad_accum * self.world,
+            "steps": state["global_step"],
+            "epochs": state["history"],
+            "best_epoch": state["best_epoch"],
+            "best_dev_wer": state["best_wer"],
+            "dev_wer_normaliser": self.config.eval.normaliser,
+            "encoder_cache": self.cache is not None,
+            "encoder_cache_build_seconds": state["cache_seconds"],
+            "encoder_cache_encoded": state.get("cache_encoded", 0),
+            "seconds_per_epoch": state["epoch_seconds"],
+            "samples_per_second": [h["samples_per_second"] for h in state["history"]],
+            "wall_seconds": seconds,
+            **peak_memory_bytes(self.accelerator.device),
+            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+        }
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict:
+    """Train under `config` (or continue its run with `resume`); returns the summary dict.
+
+    The run folder gets config.yaml, train_log.jsonl, tensorboard/, checkpoints/, eval/, best/ (the
+    best dev-WER adapter), final/ and summary.json.
+    """
+    return Trainer(config, resume=resume).run()

@@ -1,0 +1,165 @@
+"""Everything a run needs before its first step: validated data, the adapted model, the optimizer,
+the schedule, the encoder cache. Kept apart from the loop so each piece can be called on its own."""
+
+from __future__ import annotations
+
+import logging
+import random
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from transformers import get_scheduler
+
+from dama_asr.adapters import apply_adapter, base_model_of
+from dama_asr.backbone.loading import Backbone
+from dama_asr.data.manifest import Utterance, read_manifest
+from dama_asr.evaluate import SkippedItems
+from dama_asr.languages import normalise_language
+from dama_asr.train.config import OptimConfig, TrainConfig
+from dama_asr.train.data import Example, epoch_batches, log_mel, prepare_examples
+from dama_asr.train.encoder_cache import EncoderCache, fill_cache, utterance_key, whisper_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    """Validated training examples and the dev items (a fixed, seeded sample)."""
+
+    examples: list[Example]
+    dev: list[Utterance]
+    skipped: SkippedItems
+    lengths: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.lengths = [e.length for e in self.examples]
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """CPU when asked or when there is no GPU; mixed precision only on a GPU (fp32 fallback on CPU)."""
+    cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    precision = config.precision
+    if cpu and precision != "no":
+        warnings.warn(
+            f"precision {precision!r} needs a GPU; training in float32 on the CPU instead", stacklevel=2
+        )
+        precision = "no"
+    # Gradient accumulation is done by the loop (exact token-weighted averaging), not by accelerate.
+    return Accelerator(cpu=cpu, mixed_precision=precision)
+
+
+def load_run_data(config: TrainConfig, backbone: Backbone) -> RunData:
+    """Read and validate both manifests before any model work (errors name the item)."""
+    tokenizer = backbone.processor.tokenizer
+    known = backbone.languages
+    max_positions = backbone.model.config.max_target_positions
+    examples, skipped = prepare_examples(read_manifest(config.train), tokenizer, known, max_positions)
+    dev: list[Utterance] = []
+    if config.dev and config.eval.enabled:
+        dev = read_manifest(config.dev)
+        for item in dev:
+            normalise_language(item.language, known)
+        n = config.eval.max_utterances
+        if n and len(dev) > n:
+            chosen = sorted(random.Random(config.seed).sample(range(len(dev)), n))
+            dev = [dev[i] for i in chosen]
+    return RunData(examples=examples, dev=dev, skipped=skipped)
+
+
+def prepare_model(config: TrainConfig, backbone: Backbone, device: torch.device) -> nn.Module:
+    """The model to train (a PeftModel, or the Whisper itself for `full`), in train mode on `device`."""
+    if config.gradient_checkpointing:
+        backbone.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    backbone.model.config.use_cache = False
+    model = apply_adapter(backbone.model, config.adapter)
+    model.to(device)
+    model.train()
+    return model
+
+
+def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters only; no weight decay on biases and norms (1-d tensors)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": optim.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.adam_betas)
+
+
+def steps_per_epoch(config: TrainConfig, num_examples: int, world_size: int) -> int:
+    micro = len(global_micro_batches(config, [0] * num_examples, world_size, 0))
+    return -(-micro // config.optim.grad_accum)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, total_steps: int):
+    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[optim.schedule]
+    return get_scheduler(
+        name, optimizer, num_warmup_steps=optim.warmup_for(total_steps), num_training_steps=total_steps
+    )
+
+
+def global_micro_batches(
+    config: TrainConfig, lengths: Sequence[int], world_size: int, epoch: int
+) -> list[list[int]]:
+    """The epoch's global micro-batches (batch_size x processes examples each).
+
+    With several processes, a last batch smaller than the number of processes is dropped: every
+    process must take part in every gradient all-reduce.
+    """
+    batches = epoch_batches(
+        lengths,
+        config.optim.batch_size * world_size,
+        seed=config.seed,
+        epoch=epoch,
+        length_grouped=config.length_grouped,
+        mega_batch_factor=config.mega_batch_factor,
+    )
+    return [b for b in batches if len(b) >= world_size]
+
+
+def build_encoder_cache(
+    accelerator: Accelerator, backbone: Backbone, examples: Sequence[Example], batch_size: int
+) -> tuple[EncoderCache, float, int]:
+    """Encode the missing utterances (split across processes), then every process reads the cache.
+
+    Returns (cache, seconds this process spent encoding, number of utterances encoded by all processes).
+    """
+    whisper = base_model_of(backbone.model)
+    fe = backbone.processor.feature_extractor
+    cache = EncoderCache(whisper_fingerprint(whisper, fe))
+    items = [e.item for e in examples]
+    keys = [utterance_key(item.audio) for item in items]
+    missing = set(cache.missing(keys))
+    mine = [(k, item) for k, item in zip(keys, items, strict=True) if k in missing]
+    mine = mine[accelerator.process_index :: accelerator.num_processes]
+    encoder = whisper.model.encoder
+    dtype = next(encoder.parameters()).dtype
+
+    def encode(batch: Sequence[Utterance]) -> torch.Tensor:
+        features = log_mel(fe, batch).to(accelerator.device, dtype=dtype)  # (B, mels, 3000)
+        with torch.no_grad():
+            return encoder(features).last_hidden_state  # (B, 1500, D)
+
+    from tqdm.auto import tqdm
+
+    was_training = encoder.training
+    encoder.eval()
+    with tqdm(
+        total=len(mine), desc="encoder cache", unit="utt", disable=not accelerator.is_main_process
+    ) as bar:
+        _, seconds = fill_cache(
+            cache, [i for _, i in mine], [k for k, _ in mine], encode, batch_size, on_batch=bar.update
+        )
+    encoder.train(was_training)
+    accelerator.wait_for_everyone()
+    cache.reload()
+    absent = cache.missing(keys)
+    if absent:
+        raise RuntimeError(f"encoder cache {cache.dir} lacks {len(absent)} utterance(s) after building it")
+    return cache, seconds, len(missing)

@@ -1,0 +1,168 @@
+"""`dama train`: parse, build a TrainConfig (recipe < flags), call `dama_asr.train.train`, print the summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+# flag dest -> dotted TrainConfig field; flags left unset keep the recipe's (or the default) value.
+FLAG_FIELDS = {
+    "model": "model",
+    "train": "train",
+    "dev": "dev",
+    "out": "output_dir",
+    "method": "adapter.method",
+    "r": "adapter.r",
+    "r_high": "adapter.r_high",
+    "r_low": "adapter.r_low",
+    "theta1": "adapter.theta1",
+    "theta2": "adapter.theta2",
+    "targets": "adapter.targets",
+    "encoder": "adapter.encoder",
+    "epochs": "optim.epochs",
+    "batch_size": "optim.batch_size",
+    "grad_accum": "optim.grad_accum",
+    "lr": "optim.lr",
+    "schedule": "optim.schedule",
+    "max_dev": "eval.max_utterances",
+    "patience": "eval.patience",
+    "seed": "seed",
+    "device": "device",
+    "precision": "precision",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "encoder_cache": "encoder_cache",
+    "stop_after_steps": "stop_after_steps",
+    "checkpoint_every": "checkpoint_every",
+    "progress": "progress_bar",
+}
+
+
+def _parse_set(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    from dama_asr.cli import UserError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--set expects KEY=VALUE (e.g. optim.weight_decay=0.01), got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def config_from_args(args: argparse.Namespace):
+    """TrainConfig from a recipe (optional), then the flags given, then --set overrides."""
+    from dama_asr.train import load_recipe
+
+    overrides = {field: getattr(args, dest) for dest, field in FLAG_FIELDS.items()}
+    if args.targets:
+        overrides["adapter.targets"] = args.targets.split(",")
+    if args.probe:
+        from dama_asr.probe import load_probe
+
+        overrides["adapter.theta1"], overrides["adapter.theta2"] = load_probe(args.probe).thetas
+    overrides.update(_parse_set(args.set or []))
+    return load_recipe(args.recipe, overrides)
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{summary['status']}: {summary['method']} on {summary['model']} -> {summary['run_dir']}"]
+    for h in summary["epochs"]:
+        wer = "n/a" if h["dev_wer"] is None else f"{h['dev_wer']:.1%}"
+        loss = "n/a" if h["train_loss"] is None else f"{h['train_loss']:.3f}"
+        lines.append(
+            f"  epoch {h['epoch']}: train loss {loss}, dev WER {wer}, {h['seconds']:.0f} s "
+            f"({h['cache_seconds']:.0f} s encoder cache), {h['samples_per_second']:.1f} samples/s"
+        )
+    if summary["best_dev_wer"] is not None:
+        lines.append(
+            f"best dev WER ({summary['dev_wer_normaliser']}): {summary['best_dev_wer']:.1%} "
+            f"at epoch {summary['best_epoch']}"
+        )
+    gib = summary["peak_rss_bytes"] / 2**30
+    lines.append(
+        f"trainable parameters {summary['trainable_parameters']:,}; peak RSS {gib:.2f} GiB; "
+        f"{summary['steps']} steps, global batch {summary['global_batch']}, {summary['processes']} process(es)"
+    )
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from dama_asr.adapters import AdapterConfigError
+    from dama_asr.cli import UserError
+    from dama_asr.probe import ProbeError
+    from dama_asr.train import CheckpointError, TrainConfigError, TrainDataError, TrainingDiverged, train
+
+    try:
+        config = config_from_args(args)
+        summary = train(config, resume=args.resume)
+    except (
+        TrainConfigError,
+        TrainDataError,
+        TrainingDiverged,
+        CheckpointError,
+        AdapterConfigError,
+        ProbeError,
+    ) as err:
+        raise UserError(str(err)) from err
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_summary(summary))
+
+
+def _bool_flag(p: argparse.ArgumentParser, name: str, help_text: str) -> None:
+    p.add_argument(
+        f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, help=help_text
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train an adapter (or full fine-tune) on a manifest; works under `accelerate launch`",
+        description="Flags override the recipe; unset flags keep the recipe's values or the defaults.",
+    )
+    p.add_argument("--recipe", help="YAML recipe (see recipes/); flags and --set override it")
+    p.add_argument("--model", help="whisper-base, tiny-random, a local folder or a hub id")
+    p.add_argument("--train", help="training manifest (JSONL)")
+    p.add_argument("--dev", help="dev manifest for WER each epoch and early stopping")
+    p.add_argument("--out", help="run folder (config, logs, checkpoints, best/, final/, summary.json)")
+    p.add_argument("--method", help="full, lora, lora-fa, pissa, milora, dora, dama, dama-no-schedule, ...")
+    p.add_argument("--r", type=int, help="rank of uniform-rank methods")
+    p.add_argument("--r-high", type=int, help="DAMA: rank at both ends of the decoder")
+    p.add_argument("--r-low", type=int, help="DAMA: rank in the middle layers")
+    p.add_argument("--theta1", type=float, help="DAMA: end of the early ramp (fraction of depth)")
+    p.add_argument("--theta2", type=float, help="DAMA: start of the late ramp (fraction of depth)")
+    p.add_argument("--probe", help="take theta1/theta2 from a `dama probe` result JSON")
+    p.add_argument("--targets", help="comma-separated target linears or an alias (all, qv, no-cross-kv)")
+    _bool_flag(p, "encoder", "also adapt the encoder (disables the encoder cache)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="per process")
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    p.add_argument("--max-dev", type=int, help="dev utterances scored each epoch (0 = all)")
+    p.add_argument("--patience", type=int, help="early stopping after N epochs without dev improvement")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--precision", choices=["no", "bf16", "fp16"], help="autocast on GPU; fp32 on CPU")
+    _bool_flag(p, "gradient-checkpointing", "recompute activations in backward to save memory")
+    _bool_flag(p, "encoder-cache", "cache encoder outputs when the encoder is frozen (default on)")
+    p.add_argument("--stop-after-steps", type=int, help="stop with a checkpoint after N steps (resume later)")
+    p.add_argument("--checkpoint-every", type=int, help="optimizer steps between checkpoints (0: per epoch)")
+    _bool_flag(p, "progress", "show the progress bar (default on)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="any config field, e.g. optim.weight_decay=0.01"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last good checkpoint"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_train)

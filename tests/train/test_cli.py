@@ -1,0 +1,55 @@
+"""`dama train`: a thin command over `dama_asr.train.train`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dama_asr.cli import main
+from dama_asr.train import load_recipe
+
+
+def test_dama_train_with_recipe_and_flags(tiny_train: Path, tmp_path: Path, capsys) -> None:
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        "model: tiny-random\nadapter: {method: dama, r_high: 8, r_low: 2}\noptim: {epochs: 1, lr: 1.0e-3}\n"
+    )
+    out = tmp_path / "run"
+    code = main(["train", "--recipe", str(recipe), "--train", str(tiny_train), "--batch-size", "4",
+                 "--r-low", "4", "--theta1", "0.5", "--theta2", "0.9", "--lr", "5e-3", "--no-progress",
+                 "--set", "optim.weight_decay=0.01", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "finished: dama on tiny-random" in printed and "trainable parameters" in printed
+    saved = load_recipe(out / "config.yaml")
+    assert (saved.adapter.r_high, saved.adapter.r_low, saved.adapter.theta1) == (8, 4, 0.5)
+    assert saved.optim.lr == 5e-3 and saved.optim.batch_size == 4 and saved.optim.weight_decay == 0.01
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "dama" and summary["steps"] == 2
+    meta = json.loads((out / "final" / "dama_adapter.json").read_text())
+    assert meta["adapter_config"]["r_low"] == 4 and meta["base_model"] == "tiny-random"
+
+
+def test_dama_train_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["train", "--model", "tiny-random", "--train", str(empty), "--out", str(tmp_path / "r")]) == 2
+    assert "training set is empty" in capsys.readouterr().err
+    assert main(["train", "--model", "tiny-random", "--train", str(empty), "--lr", "-1"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "tiny-random",
+                "--train",
+                str(empty),
+                "--resume",
+                "--out",
+                str(tmp_path / "n"),
+            ]
+        )
+        == 2
+    )
+    assert "no run to resume" in capsys.readouterr().err
