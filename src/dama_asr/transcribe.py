@@ -98,14 +98,18 @@ def _decode_batch(
     # Every id from <|endoftext|> up is a control or timestamp token; padding is <|endoftext|> too.
     first_special = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     results = []
-    for lang, row in zip(languages, sequences.tolist(), strict=True):
-        content = [t for t in row if t < first_special]
+    limit = model.generation_config.max_length - 4
+    for audio, lang, row in zip(audios, languages, sequences.tolist(), strict=True):
+        # Each item keeps its own duration budget, so results do not depend on batch neighbours.
+        item_cap = min(limit, max_new_tokens_for(len(audio) / SAMPLE_RATE, options.tokens_per_second))
+        generated = row[:item_cap]
+        content = [t for t in generated if t < first_special]
         results.append(
             Transcript(
                 text=processor.tokenizer.decode(content, skip_special_tokens=True).strip(),
                 language=lang,
                 tokens=tuple(content),
-                hit_token_cap=len(content) >= cap,
+                hit_token_cap=len(generated) >= item_cap and first_special not in generated,
                 repetition_loop=has_repetition_loop(content),
             )
         )
