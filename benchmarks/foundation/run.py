@@ -31,6 +31,7 @@ def peak_rss_gib() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--note", default="", help="conditions worth recording (e.g. other load on the machine)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
     os.environ["DAMA_HOME"] = tempfile.mkdtemp(prefix="dama-bench-")
@@ -77,6 +78,7 @@ def main() -> None:
             "python": sys.version.split()[0],
             "torch": torch.__version__,
         },
+        "note": args.note,
         "first_conversion_s": round(convert_s, 1),
         "load_s": round(load_s, 2),
         "clips": args.clips,
