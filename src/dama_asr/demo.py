@@ -48,7 +48,9 @@ def _probe(corpora: Path, out: Path, per_language: int) -> Path:
     return out / "probes" / "whisper-base.json"
 
 
-def demo_study(corpora: Path, hours: float, epochs: int, test_utterances: int) -> dict:
+def demo_study(
+    corpora: Path, hours: float, epochs: int, test_utterances: int, dev_utterances: int = 24
+) -> dict:
     return {
         "name": "demo",
         "model": "whisper-base",
@@ -63,7 +65,7 @@ def demo_study(corpora: Path, hours: float, epochs: int, test_utterances: int) -
         "seeds": [0],
         "train": {
             "optim": {"epochs": epochs, "batch_size": 8, "lr": 1.0e-3},
-            "eval": {"max_utterances": 24, "normaliser": "whisper"},
+            "eval": {"max_utterances": dev_utterances, "normaliser": "whisper"},
         },
     }
 
@@ -74,6 +76,7 @@ def run_demo(
     epochs: int = 3,
     test_utterances: int = 48,
     probe_per_language: int = 20,
+    dev_utterances: int = 24,
 ) -> Path:
     from dama_asr.bench.config import load_study
     from dama_asr.bench.runner import StudyRunner
@@ -90,7 +93,7 @@ def run_demo(
     print(f"[3/4] training DAMA and LoRA-64 on {hours} h of Welsh, then evaluating (finished cells are kept)")
     config_path = out / "config.yaml"
     config_path.write_text(
-        yaml.safe_dump(demo_study(corpora, hours, epochs, test_utterances), sort_keys=False)
+        yaml.safe_dump(demo_study(corpora, hours, epochs, test_utterances, dev_utterances), sort_keys=False)
     )
     StudyRunner(load_study(config_path), out, work_dir=out / "work").run()
     print("[4/4] report")
