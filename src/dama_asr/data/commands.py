@@ -15,10 +15,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="build, import, check and subset speech corpora")
     data_sub = data.add_subparsers(dest="data_verb", required=True)
     for module_name in DATA_COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue
-        module.register(data_sub)
+        importlib.import_module(module_name).register(data_sub)
