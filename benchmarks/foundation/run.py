@@ -31,7 +31,9 @@ def peak_rss_gib() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("--note", default="", help="conditions worth recording (e.g. other load on the machine)")
+    parser.add_argument(
+        "--note", default="", help="conditions worth recording (e.g. other load on the machine)"
+    )
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
     os.environ["DAMA_HOME"] = tempfile.mkdtemp(prefix="dama-bench-")

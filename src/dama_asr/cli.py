@@ -103,7 +103,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
         items = items[: args.limit]
     backbone = _load(args)
     options = DecodingOptions(beam_size=args.beam_size, batch_size=args.batch_size)
-    result = evaluate_items(backbone, items, options, force_language=not args.detect_language)
+    result = evaluate_items(
+        backbone,
+        items,
+        options,
+        force_language=not args.detect_language,
+        reuse_encoder_outputs=args.encoder_cache,
+    )
     print(markdown_table(result))
     if result["skipped"]["total"]:
         print(f"skipped {result['skipped']['total']} item(s): {dict(result['skipped']['counts'])}")
@@ -156,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="result JSON path (default: next to the manifest)")
     p.add_argument("--limit", type=int, help="only the first N utterances")
     p.add_argument("--detect-language", action="store_true", help="do not force the manifest's language")
+    p.add_argument(
+        "--encoder-cache",
+        action="store_true",
+        help="reuse (and fill) the on-disk encoder-output cache: much faster when a frozen-encoder model "
+        "is scored on the same audio again (float16 outputs, so results can differ very slightly)",
+    )
     _add_model_args(p)
     p.set_defaults(func=cmd_eval)
 

@@ -103,13 +103,34 @@ def evaluate_items(
     items: list[Utterance],
     options: DecodingOptions = DecodingOptions(),
     force_language: bool = True,
+    reuse_encoder_outputs: bool = False,
 ) -> dict:
-    """Transcribe and score; bad items are skipped and counted, never fatal."""
+    """Transcribe and score; bad items are skipped and counted, never fatal.
+
+    `reuse_encoder_outputs`: take encoder outputs from the on-disk encoder cache (filling it first),
+    for models whose encoder is frozen and that are scored on the same audio again and again (dev WER
+    every epoch, a study's test set in every cell). The cache holds float16, so hypotheses can differ
+    very slightly from a float32 encoder pass.
+    """
     skipped = SkippedItems()
     kept, audios = _load_items(items, skipped)
     languages = [u.language if force_language else None for u in kept]
+    encoder_outputs = None
+    if reuse_encoder_outputs and kept:
+        from dama_asr.train.encoder_cache import cached_encoder_outputs
+
+        encoder_outputs = cached_encoder_outputs(
+            backbone.model, backbone.processor.feature_extractor, kept, backbone.device, options.batch_size
+        )
     with tqdm(total=len(kept), desc="transcribing", unit="utt") as bar:
-        transcripts = transcribe(backbone, audios, options, languages=languages, on_batch=bar.update)
+        transcripts = transcribe(
+            backbone,
+            audios,
+            options,
+            languages=languages,
+            on_batch=bar.update,
+            encoder_outputs=encoder_outputs,
+        )
     scored = []
     for item, tr in zip(kept, transcripts, strict=True):
         ref, hyp = NORMALISERS["whisper"](item.text), NORMALISERS["whisper"](tr.text)

@@ -7,12 +7,14 @@ whole batch pay the maximum length. We (1) sort by duration so batches hold simi
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import SAMPLE_RATE
@@ -24,6 +26,20 @@ TOKENS_PER_SECOND = 25
 MIN_NEW_TOKENS = 16
 # Whisper's 448 positions minus the 4-token prompt (<|sot|><|xx|><|transcribe|><|notimestamps|>).
 MAX_NEW_TOKENS = 444
+
+# Gives encoder outputs (B, frames, D) for the items at these input positions, instead of running the
+# encoder (see train.encoder_cache.cached_encoder_outputs).
+EncoderOutputs = Callable[[Sequence[int]], torch.Tensor]
+
+
+class _DropLengthClashWarning(logging.Filter):
+    """Our per-batch max_new_tokens always overrides Whisper's max_length=448; the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "seem to have been set" not in record.getMessage()
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_DropLengthClashWarning())
 
 
 @dataclass(frozen=True)
@@ -61,30 +77,37 @@ def max_new_tokens_for(seconds: float, tokens_per_second: float = TOKENS_PER_SEC
     return int(min(MAX_NEW_TOKENS, max(MIN_NEW_TOKENS, math.ceil(seconds * tokens_per_second))))
 
 
-def _detect_languages(backbone: Backbone, features: torch.Tensor) -> list[str]:
+def _detect_languages(backbone: Backbone, inputs: dict) -> list[str]:
     model = backbone.model
     with torch.no_grad():
-        lang_ids = model.detect_language(input_features=features, generation_config=model.generation_config)
+        lang_ids = model.detect_language(**inputs, generation_config=model.generation_config)
     id_to_lang = {v: k.strip("<|>") for k, v in model.generation_config.lang_to_id.items()}
     return [id_to_lang[int(i)] for i in lang_ids.flatten().tolist()]
 
 
 def _decode_batch(
-    backbone: Backbone, audios: Sequence[np.ndarray], languages: list[str | None], options: DecodingOptions
+    backbone: Backbone,
+    audios: Sequence[np.ndarray],
+    languages: list[str | None],
+    options: DecodingOptions,
+    encoder_outputs: torch.Tensor | None = None,
 ) -> list[Transcript]:
     processor, model = backbone.processor, backbone.model
-    feats = processor.feature_extractor(list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt")
-    features = feats.input_features.to(
-        backbone.device, dtype=next(model.parameters()).dtype
-    )  # (B, mels, 3000)
+    dtype = next(model.parameters()).dtype
+    if encoder_outputs is not None:
+        hidden = encoder_outputs.to(backbone.device, dtype=dtype)  # (B, 1500, D)
+        inputs: dict = {"encoder_outputs": BaseModelOutput(last_hidden_state=hidden)}
+    else:
+        feats = processor.feature_extractor(list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        inputs = {"input_features": feats.input_features.to(backbone.device, dtype=dtype)}  # (B, mels, 3000)
     if any(lang is None for lang in languages):
-        detected = _detect_languages(backbone, features)
+        detected = _detect_languages(backbone, inputs)
         languages = [lang or det for lang, det in zip(languages, detected, strict=True)]
     cap = max_new_tokens_for(max(len(a) for a in audios) / SAMPLE_RATE, options.tokens_per_second)
     cap = min(cap, model.generation_config.max_length - 4)
     with torch.no_grad():
         out = model.generate(
-            input_features=features,
+            **inputs,
             language=languages,
             task=options.task,
             num_beams=options.beam_size,
@@ -122,10 +145,12 @@ def transcribe(
     options: DecodingOptions = DecodingOptions(),
     languages: Sequence[str | None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    encoder_outputs: EncoderOutputs | None = None,
 ) -> list[Transcript]:
     """Transcribe 16 kHz mono arrays; returns transcripts in input order.
 
     `languages` forces a language per item (overrides `options.language`); None entries are detected.
+    `encoder_outputs`, when given, replaces the encoder (e.g. outputs cached while training).
     """
     known = backbone.languages
     if languages is None:
@@ -135,7 +160,10 @@ def transcribe(
     results: list[Transcript | None] = [None] * len(audios)
     for start in range(0, len(order), options.batch_size):
         chunk = order[start : start + options.batch_size]
-        batch = _decode_batch(backbone, [audios[i] for i in chunk], [languages[i] for i in chunk], options)
+        hidden = encoder_outputs(chunk) if encoder_outputs is not None else None
+        batch = _decode_batch(
+            backbone, [audios[i] for i in chunk], [languages[i] for i in chunk], options, hidden
+        )
         for i, transcript in zip(chunk, batch, strict=True):
             results[i] = transcript
         if on_batch is not None:

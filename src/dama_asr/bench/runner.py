@@ -66,10 +66,15 @@ class StudyRunner:
             self._base = load_backbone(self.study.model)
         return self._base
 
-    def _evaluate(self, backbone: Backbone, manifest: str, limit: int = 0) -> dict:
+    def _evaluate(
+        self, backbone: Backbone, manifest: str, limit: int = 0, frozen_encoder: bool = True
+    ) -> dict:
+        """Score on a test manifest; a frozen (base) encoder's outputs are cached once for every cell."""
         items = read_manifest(manifest)
         items = items[:limit] if limit else items
-        return evaluate_items(backbone, items, DecodingOptions(batch_size=16))
+        return evaluate_items(
+            backbone, items, DecodingOptions(batch_size=16), reuse_encoder_outputs=frozen_encoder
+        )
 
     def baseline(self, key: str, manifest: str, limit: int) -> dict:
         """Zero-shot scores of the base model on a test manifest, computed once and committed."""
@@ -123,6 +128,7 @@ class StudyRunner:
         adapted = Backbone(
             model=model.eval(), processor=self.base().processor, name=f"{cell.method}:{chosen}"
         )
+        frozen = not config.adapter.adapts_encoder
         result = {
             "cell": {
                 "corpus": cell.corpus,
@@ -137,7 +143,8 @@ class StudyRunner:
             "train": {
                 "seconds_per_epoch": summary["seconds_per_epoch"],
                 "samples_per_second": max(summary["samples_per_second"] or [0.0]),
-                "peak_memory_gib": summary.get("peak_rss_bytes", summary.get("peak_allocated_bytes", 0))
+                # allocated CUDA memory on a GPU, resident memory on a CPU
+                "peak_memory_gib": summary.get("peak_cuda_allocated_bytes", summary.get("peak_rss_bytes", 0))
                 / 2**30,
                 "encoder_cache_build_seconds": summary["encoder_cache_build_seconds"],
                 "dev_wer": [h.get("dev_wer") for h in summary["epochs"]],
@@ -145,14 +152,14 @@ class StudyRunner:
                 "status": summary["status"],
             },
             "evaluated_checkpoint": chosen.name,
-            "test": _scores(self._evaluate(adapted, corpus.test, self.study.max_test_utterances)),
+            "test": _scores(self._evaluate(adapted, corpus.test, self.study.max_test_utterances, frozen)),
             "zero_shot": {"wer": zero_shot["wer"], "cer": zero_shot["cer"]},
             "wall_seconds": time.perf_counter() - started,
         }
         if self.study.english_test:
             limit = self.study.max_english_utterances
             before = self.baseline("english", self.study.english_test, limit)
-            after = _scores(self._evaluate(adapted, self.study.english_test, limit))
+            after = _scores(self._evaluate(adapted, self.study.english_test, limit, frozen))
             result["forgetting"] = {"en_wer_before": before["wer"], "en_wer_after": after["wer"]}
         atomic_write_text(path, json.dumps(result, indent=2))
         return result

@@ -158,3 +158,56 @@ def fill_cache(
     if pending:
         cache.add(pending)
     return len(todo), time.perf_counter() - start
+
+
+def encoder_function(
+    whisper: nn.Module, feature_extractor, device: torch.device
+) -> Callable[[Sequence[Utterance]], torch.Tensor]:
+    """Utterances -> encoder outputs (B, 1500, D) of `whisper`'s (frozen) encoder, without gradients."""
+    from dama_asr.train.data import (
+        log_mel,
+    )  # lazy: importing dama_asr.train runs its __init__, which imports us
+
+    encoder = whisper.model.encoder
+    dtype = next(encoder.parameters()).dtype
+
+    def encode(batch: Sequence[Utterance]) -> torch.Tensor:
+        features = log_mel(feature_extractor, batch).to(device, dtype=dtype)  # (B, mels, 3000)
+        was_training = encoder.training
+        encoder.eval()
+        with torch.no_grad():
+            hidden = encoder(features).last_hidden_state
+        encoder.train(was_training)
+        return hidden
+
+    return encode
+
+
+def cached_encoder_outputs(
+    model: nn.Module,
+    feature_extractor,
+    items: Sequence[Utterance],
+    device: torch.device,
+    batch_size: int = 8,
+    cache: EncoderCache | None = None,
+) -> Callable[[Sequence[int]], torch.Tensor]:
+    """Make sure every item's encoder output is cached; return a lookup by position in `items`.
+
+    For evaluating a model whose encoder is the base model's (frozen adapters): the dev or test set is
+    then encoded once for all epochs and all cells instead of on every evaluation. `model` may be
+    wrapped by peft; the cache is keyed by its encoder's fingerprint, so a changed encoder never reads
+    another's outputs.
+    """
+    from tqdm.auto import tqdm
+
+    from dama_asr.adapters.methods import base_model_of
+
+    whisper = base_model_of(model)
+    cache = cache or EncoderCache(whisper_fingerprint(whisper, feature_extractor))
+    keys = [utterance_key(item.audio) for item in items]
+    missing = cache.missing(keys)
+    if missing:
+        with tqdm(total=len(missing), desc="encoder cache", unit="utt", leave=False) as bar:
+            fill_cache(cache, items, keys, encoder_function(whisper, feature_extractor, device), batch_size,
+                       on_batch=bar.update)  # fmt: skip
+    return lambda positions: cache.get([keys[i] for i in positions])

@@ -200,8 +200,10 @@ class Trainer:
         backbone = Backbone(model=unwrapped, processor=self.backbone.processor, name=self.config.model)
         with torch.no_grad():
             result = evaluate_items(
-                backbone, self.data.dev, DecodingOptions(beam_size=ev.beam_size, batch_size=ev.batch_size)
-            )
+                backbone, self.data.dev, DecodingOptions(beam_size=ev.beam_size, batch_size=ev.batch_size),
+                # With a frozen encoder the dev set is encoded once, not every epoch.
+                reuse_encoder_outputs=self.cache is not None,
+            )  # fmt: skip
         unwrapped.train()
         overall = result["by_language"]["all"]
         wer, cer = overall[ev.normaliser]["wer"], overall[ev.normaliser]["cer"]

@@ -20,8 +20,14 @@ from dama_asr.data.manifest import Utterance, read_manifest
 from dama_asr.evaluate import SkippedItems
 from dama_asr.languages import normalise_language
 from dama_asr.train.config import OptimConfig, TrainConfig
-from dama_asr.train.data import Example, epoch_batches, log_mel, prepare_examples
-from dama_asr.train.encoder_cache import EncoderCache, fill_cache, utterance_key, whisper_fingerprint
+from dama_asr.train.data import Example, epoch_batches, prepare_examples
+from dama_asr.train.encoder_cache import (
+    EncoderCache,
+    encoder_function,
+    fill_cache,
+    utterance_key,
+    whisper_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,25 +144,15 @@ def build_encoder_cache(
     missing = set(cache.missing(keys))
     mine = [(k, item) for k, item in zip(keys, items, strict=True) if k in missing]
     mine = mine[accelerator.process_index :: accelerator.num_processes]
-    encoder = whisper.model.encoder
-    dtype = next(encoder.parameters()).dtype
-
-    def encode(batch: Sequence[Utterance]) -> torch.Tensor:
-        features = log_mel(fe, batch).to(accelerator.device, dtype=dtype)  # (B, mels, 3000)
-        with torch.no_grad():
-            return encoder(features).last_hidden_state  # (B, 1500, D)
-
+    encode = encoder_function(whisper, fe, accelerator.device)
     from tqdm.auto import tqdm
 
-    was_training = encoder.training
-    encoder.eval()
     with tqdm(
         total=len(mine), desc="encoder cache", unit="utt", disable=not accelerator.is_main_process
     ) as bar:
         _, seconds = fill_cache(
             cache, [i for _, i in mine], [k for k, _ in mine], encode, batch_size, on_batch=bar.update
         )
-    encoder.train(was_training)
     accelerator.wait_for_everyone()
     cache.reload()
     absent = cache.missing(keys)
