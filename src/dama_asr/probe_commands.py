@@ -14,6 +14,21 @@ def default_out_dir(manifest: str | Path, model: str) -> Path:
     return manifest.parent / f"probe-{manifest.stem}-{model_tag}"
 
 
+def with_merged_adapter(backbone, adapter: str | Path):
+    """The backbone with a `dama train` output folder applied: adapters are merged into the weights, so
+    the probe sees a plain Whisper (is the U-shape still there after adaptation?)."""
+    from peft import PeftModel
+
+    from dama_asr.adapters import load_adapted
+    from dama_asr.backbone.loading import Backbone
+
+    model = load_adapted(backbone.model, adapter)
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    model = model.to(backbone.device).eval()
+    return Backbone(model=model, processor=backbone.processor, name=f"{backbone.name}+{adapter}")
+
+
 def cmd_probe(args: argparse.Namespace) -> None:
     from dama_asr.backbone.loading import load_backbone
     from dama_asr.cli import UserError
@@ -32,10 +47,13 @@ def cmd_probe(args: argparse.Namespace) -> None:
         )
         items = read_manifest(args.manifest)
         backbone = load_backbone(args.model, device=args.device)
+        if args.adapter:
+            backbone = with_merged_adapter(backbone, args.adapter)
         result = run_probe(backbone, items, options)
     except ProbeError as err:
         raise UserError(str(err)) from err
-    out = Path(args.out) if args.out else default_out_dir(args.manifest, args.model)
+    tag = f"{args.model}+{Path(args.adapter).resolve().parent.name}" if args.adapter else args.model
+    out = Path(args.out) if args.out else default_out_dir(args.manifest, tag)
     json_path = save_probe(result, out / "probe.json")
     png_path = plot_probe(result, out / "probe.png")
 
@@ -72,6 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model", default="whisper-base", help="built-in name (whisper-base, tiny-random), folder or hub id"
     )
     p.add_argument("--manifest", required=True, help="JSONL manifest with >= 2 languages")
+    p.add_argument(
+        "--adapter", help="probe the model adapted by a `dama train` output (best/ or final/ folder)"
+    )
     p.add_argument("--out", help="output folder (default: next to the manifest)")
     p.add_argument("--folds", type=int, default=5, help="k of the stratified k-fold cross-validation")
     p.add_argument(
