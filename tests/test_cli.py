@@ -86,3 +86,16 @@ def test_eval_with_a_saved_adapter(tmp_path):
     assert main(args) == 0
     assert json.loads(out.read_text())["model"].endswith("+" + str(adapter_dir))
     assert main([*args[:-4], "--adapter", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_building_the_parser_imports_no_torch():
+    """`dama --help` and argument errors stay fast: torch/transformers load only when a command runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from dama_asr.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-from transformers import WhisperConfig
+from typing import TYPE_CHECKING
 
 from dama_asr.adapters.cli_args import adapter_config_from_args, add_adapter_args
 
 
+if TYPE_CHECKING:
+    from transformers import WhisperConfig
+
+
 def model_config(name_or_path: str) -> WhisperConfig:
     """Config of a standard size, the tiny test model, or a local folder: never loads weights."""
+    from transformers import WhisperConfig  # imported here: it costs `dama --help` seconds
+
     from dama_asr.backbone.configs import KNOWN_SIZES, known_config
     from dama_asr.backbone.loading import BackboneError
 
