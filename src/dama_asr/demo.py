@@ -25,9 +25,17 @@ def _build_corpora() -> Path:
     from dama_asr.data.synth import build_synth_corpus, default_synth_dir
     from dama_asr.data.synth_plan import SynthConfig
 
-    # The same settings as `dama data synth --hours 0.5`, so a corpus built before is reused.
-    build_synth_corpus(SynthConfig(languages=PROBE_LANGUAGES, hours=0.5))
-    return default_synth_dir()
+    corpora = default_synth_dir()
+    # Languages built before (by an earlier demo or `dama data synth`, perhaps with more hours) are used
+    # as they are: rebuilding at 0.5 h would shrink a bigger training manifest someone else relies on.
+    missing = tuple(
+        lang for lang in PROBE_LANGUAGES
+        if not all((corpora / lang / f"{split}.jsonl").is_file() for split in ("train", "dev", "test"))
+    )  # fmt: skip
+    if missing:
+        # The same settings as `dama data synth --hours 0.5`.
+        build_synth_corpus(SynthConfig(languages=missing, hours=0.5))
+    return corpora
 
 
 def _probe(corpora: Path, out: Path, per_language: int) -> Path:
