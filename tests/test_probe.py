@@ -282,3 +282,17 @@ def test_probe_of_an_adapted_model_sees_the_merged_weights(tmp_path):
     assert not np.allclose(before[-1], after[-1], atol=1e-3)  # the last decoder layer is
     again = extract_features(load_backbone("tiny-random"), inputs, True, False, 4).decoder
     assert np.array_equal(before, again)
+
+
+def test_decoder_probe_with_reused_encoder_outputs_matches(tiny_backbone, tmp_path):
+    from dama_asr.data.manifest import read_manifest
+
+    items = read_manifest(_two_language_manifest(tmp_path))
+    plain = ProbeOptions(folds=2, layers="decoder")
+    reused = ProbeOptions(folds=2, layers="decoder", reuse_encoder_outputs=True)
+    a = run_probe(tiny_backbone, items, plain, progress=False)
+    b = run_probe(tiny_backbone, items, reused, progress=False)  # fills the cache
+    c = run_probe(tiny_backbone, items, reused, progress=False)  # reads it
+    assert b.decoder == c.decoder
+    # float16 encoder outputs: accuracies may move by at most one utterance of eight per layer
+    assert all(abs(x - y) <= 1 / 8 + 1e-9 for x, y in zip(a.decoder.mean, b.decoder.mean, strict=True))

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from dama_asr.adapters.cli_args import adapter_config_from_args, add_adapter_args
 
-
 if TYPE_CHECKING:
     from transformers import WhisperConfig
 

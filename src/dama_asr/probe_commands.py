@@ -44,6 +44,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             prompt=args.prompt,
             fixed_language=args.fixed_language,
+            reuse_encoder_outputs=args.encoder_cache,
         )
         items = read_manifest(args.manifest)
         backbone = load_backbone(args.model, device=args.device)
@@ -107,6 +108,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="neutral",
         help="decoder prompt: neutral = no language token (default); fixed = --fixed-language for all; "
         "forced = each utterance's own language (leaks the label: for comparison only)",
+    )
+    p.add_argument(
+        "--encoder-cache",
+        action="store_true",
+        help="with --layers decoder: take encoder outputs from (and add them to) the on-disk encoder cache, "
+        "so probing the base model and its frozen-encoder adaptations encodes the audio once",
     )
     p.add_argument("--fixed-language", default="en", help="the language token used by --prompt fixed")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import MAX_SECONDS, SAMPLE_RATE
@@ -94,14 +95,21 @@ def _masked_mean(hidden: Sequence[torch.Tensor], mask: torch.Tensor) -> np.ndarr
 
 
 def _forward_batch(
-    backbone: Backbone, batch: Sequence[ProbeInput], decoder: bool, encoder: bool
+    backbone: Backbone,
+    batch: Sequence[ProbeInput],
+    decoder: bool,
+    encoder: bool,
+    encoder_last: torch.Tensor | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     model, processor = backbone.model, backbone.processor
     dtype = next(model.parameters()).dtype
-    features = processor.feature_extractor(
-        [item.audio for item in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt"
-    ).input_features.to(backbone.device, dtype=dtype)  # (B, mels, 3000)
-    enc_out = model.model.encoder(features, output_hidden_states=encoder)
+    if encoder_last is not None and not encoder:
+        enc_out = BaseModelOutput(last_hidden_state=encoder_last.to(backbone.device, dtype=dtype))
+    else:
+        features = processor.feature_extractor(
+            [item.audio for item in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt"
+        ).input_features.to(backbone.device, dtype=dtype)  # (B, mels, 3000)
+        enc_out = model.model.encoder(features, output_hidden_states=encoder)
     enc_pooled = None
     if encoder:
         positions = enc_out.last_hidden_state.shape[1]
@@ -139,11 +147,13 @@ def extract_features(
     encoder: bool = True,
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
+    encoder_outputs: Callable[[Sequence[int]], torch.Tensor] | None = None,
 ) -> LayerFeatures:
     """Mean-pooled hidden states of every layer for every input, in input order.
 
     Batches are bucketed by transcript length (every input costs one full 30 s encoder pass anyway,
-    so only the decoder's padding can be saved). Runs under no_grad.
+    so only the decoder's padding can be saved). Runs under no_grad. `encoder_outputs` (positions ->
+    (B, frames, D)) replaces the encoder when only decoder layers are probed.
     """
     if not inputs:
         raise ValueError("no inputs to probe")
@@ -155,7 +165,8 @@ def extract_features(
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            d, e = _forward_batch(backbone, [inputs[i] for i in chunk], decoder, encoder)
+            given = encoder_outputs(chunk) if encoder_outputs is not None else None
+            d, e = _forward_batch(backbone, [inputs[i] for i in chunk], decoder, encoder, given)
             if d is not None:
                 if dec is None:
                     dec = np.zeros((d.shape[0], len(inputs), d.shape[2]), dtype=np.float32)

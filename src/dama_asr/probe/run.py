@@ -7,7 +7,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -54,6 +54,7 @@ class ProbeOptions:
     fixed_language: str = "en"
     level: float = 0.5
     min_depth: float = 0.02
+    reuse_encoder_outputs: bool = False
 
     def __post_init__(self) -> None:
         if self.layers not in LAYER_CHOICES:
@@ -76,6 +77,7 @@ class _Selection:
     labels: list[str]
     skipped: Counter
     examples: dict[str, str]
+    items: list[Utterance] = field(default_factory=list)  # parallel to inputs
 
 
 def _label(language: str, known: set[str], prompt: str) -> str:
@@ -125,6 +127,7 @@ def _select(backbone: Backbone, items: Sequence[Utterance], options: ProbeOption
             text = tuple(transcript_ids(tokenizer, item.text, max_tokens))
             selection.inputs.append(ProbeInput(audio=audio, prompt=prompt, text=text))
             selection.labels.append(language)
+            selection.items.append(item)
             taken += 1
     return selection
 
@@ -166,10 +169,24 @@ def run_probe(
 
     want_decoder = options.layers in ("decoder", "both")
     want_encoder = options.layers in ("encoder", "both")
+    encoder_outputs = None
+    if options.reuse_encoder_outputs and not want_encoder:
+        # Decoder-only probing needs just the encoder's output, which is the same for the base model and
+        # every frozen-encoder adaptation of it: encode once, probe many models.
+        from dama_asr.train.encoder_cache import cached_encoder_outputs
+
+        encoder_outputs = cached_encoder_outputs(
+            backbone.model,
+            backbone.processor.feature_extractor,
+            selection.items,
+            backbone.device,
+            options.batch_size,
+        )
     with tqdm(total=len(selection.inputs), desc="probe forward", unit="utt", disable=not progress) as bar:
         features = extract_features(
-            backbone, selection.inputs, want_decoder, want_encoder, options.batch_size, on_batch=bar.update
-        )
+            backbone, selection.inputs, want_decoder, want_encoder, options.batch_size, on_batch=bar.update,
+            encoder_outputs=encoder_outputs,
+        )  # fmt: skip
     forwarded = time.perf_counter()
 
     decoder = (
