@@ -76,6 +76,26 @@ def comparison_section(data: dict) -> str:
     )
 
 
+def probe_section(data: dict, folder: Path) -> str:
+    any_curve = next(iter(data["curves"].values()))
+    header = "| model | " + " | ".join(f"L{layer}" for layer in any_curve["layers"]) + " | thetas |"
+    lines = [header, "|---|" + "---:|" * len(any_curve["layers"]) + "---|"]
+    for name, curve in data["curves"].items():
+        thetas = "default (no U)" if curve["fallback"] else " / ".join(f"{t:.2f}" for t in curve["thetas"])
+        cells = " | ".join(f"{m:.1%} ± {sd:.1%}" for m, sd in zip(curve["mean"], curve["std"], strict=True))
+        lines.append(f"| {name} | {cells} | {thetas} |")
+    langs = ", ".join(f"{k} {v}" for k, v in data["languages"].items())
+    plot = next(folder.glob("*.png"), None)
+    image = f"\n\n![probe curves](../{plot.relative_to(ROOT)})" if plot else ""
+    s = data["settings"]
+    return (
+        f"Decoder layers, {s['prompt']} prompt, {s['folds']}-fold CV (mean ± std over folds), chance "
+        f"{data['chance']:.1%}; utterances: {langs}. L0 is the token-embedding output.{image}\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def benchmark_section(path: Path) -> str:
     data = json.loads(path.read_text())
     head = f"### {path.parent.name}\n\nProduced by `{data.get('command', '?')}`.\n\n"
@@ -83,6 +103,8 @@ def benchmark_section(path: Path) -> str:
         return head + zero_shot_section(data)
     if "ratios" in data:
         return head + comparison_section(data)
+    if "curves" in data:
+        return head + probe_section(data, path.parent)
     return head + f"```json\n{json.dumps(data, indent=2)}\n```\n"
 
 
