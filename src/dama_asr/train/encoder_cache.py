@@ -164,9 +164,8 @@ def encoder_function(
     whisper: nn.Module, feature_extractor, device: torch.device
 ) -> Callable[[Sequence[Utterance]], torch.Tensor]:
     """Utterances -> encoder outputs (B, 1500, D) of `whisper`'s (frozen) encoder, without gradients."""
-    from dama_asr.train.data import (
-        log_mel,
-    )  # lazy: importing dama_asr.train runs its __init__, which imports us
+    # Lazy: importing dama_asr.train runs its __init__, which imports this module.
+    from dama_asr.train.data import log_mel
 
     encoder = whisper.model.encoder
     dtype = next(encoder.parameters()).dtype
