@@ -8,7 +8,7 @@ q_proj/v_proj of encoder and decoder, the encoder run on every step. Both runs:
 - run one after the other in their own process (peak RSS is per process).
 Training time excludes dev scoring for both (dama scores dev each epoch, the recipe once at the end).
 
-Run: python benchmarks/reference_recipe/compare.py [--language cy] [--hours 0.25] [--epochs 2]
+Run: python benchmarks/reference_recipe/compare.py [--language cy] [--hours 0.1] [--epochs 3]
 Prints samples/s, peak memory, dev WER and wall-clock for both and their ratios; writes results.json.
 """
 
@@ -58,8 +58,8 @@ def main() -> None:
     )
     p.add_argument("--r-low", type=int, default=8)
     p.add_argument("--language", default="cy", help="a corpus built by `dama data synth`")
-    p.add_argument("--hours", type=float, default=0.25, help="training budget (nested subset, seed 0)")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--hours", type=float, default=0.1, help="training budget (nested subset, seed 0)")
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-dev", type=int, default=40, help="dev utterances scored (the first N)")
     p.add_argument("--note", default="")
