@@ -55,6 +55,9 @@ def test_aggregate_means_and_spread_over_seeds(study):
     md = markdown_tables(list(aggs.values()))
     assert "| dama | 1,331,200 | 55.0% ± 7.1% | 40.0% | 2/1 |" in md
     assert "zero-shot 250.0%" in md
+    assert "test CER (normalised), zero-shot 140.0%" in md
+    assert "| dama | 1,331,200 | 18.3% ± 2.4% | 13.3% | 2/1 |" in md  # CER = WER / 3 in the fixture
+    assert "| synth/cy | dama | 0.5 | 300 | 95 | 4.00 | 3.50 | 10.0% → 20.0% |" in md
 
 
 def test_report_html_renders_with_plots_in_chromium(study, tmp_path):

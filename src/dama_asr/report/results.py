@@ -31,8 +31,10 @@ class Aggregate:
     cer: float
     cer_std: float
     zero_shot_wer: float
+    zero_shot_cer: float
     trainable_parameters: int
     seconds_per_epoch: float
+    first_epoch_seconds: float  # includes building the encoder cache when that run built it
     samples_per_second: float
     peak_memory_gib: float
     en_wer_before: float | None
@@ -89,10 +91,14 @@ def aggregate(results: list[dict]) -> list[Aggregate]:
                 cer=cer,
                 cer_std=cer_std,
                 zero_shot_wer=_mean_std([r.get("zero_shot", {}).get("wer") for r in rs])[0],
+                zero_shot_cer=_mean_std([r.get("zero_shot", {}).get("cer") for r in rs])[0],
                 trainable_parameters=int(rs[0]["trainable_parameters"]),
                 seconds_per_epoch=_mean_std(
                     [_first_epoch_excluded_mean(r["train"]["seconds_per_epoch"]) for r in rs]
                 )[0],
+                first_epoch_seconds=_mean_std([(r["train"]["seconds_per_epoch"] or [None])[0] for r in rs])[
+                    0
+                ],
                 samples_per_second=_mean_std([r["train"].get("samples_per_second") for r in rs])[0],
                 peak_memory_gib=max(r["train"].get("peak_memory_gib", float("nan")) for r in rs),
                 en_wer_before=_mean_std([f.get("en_wer_before") for f in forget])[0] if any(forget) else None,
@@ -114,30 +120,42 @@ def markdown_tables(aggs: list[Aggregate]) -> str:
     for corpus, language in sorted({(a.corpus, a.language) for a in aggs}):
         group = [a for a in aggs if (a.corpus, a.language) == (corpus, language)]
         hours = sorted({a.hours for a in group})
-        zero = next((a.zero_shot_wer for a in group if not math.isnan(a.zero_shot_wer)), float("nan"))
-        lines += [f"### {corpus} / {language} — test WER (normalised), zero-shot {_pct(zero)}", ""]
-        lines.append("| method | trainable params | " + " | ".join(f"{h:g} h" for h in hours) + " | seeds |")
-        lines.append("|---|---:|" + "---:|" * len(hours) + "---:|")
-        for method in sorted(
-            {a.method for a in group},
-            key=lambda m: next(a.trainable_parameters for a in group if a.method == m),
-        ):
-            cells = {a.hours: a for a in group if a.method == method}
-            row = " | ".join(_pct(cells[h].wer, cells[h].wer_std) if h in cells else "–" for h in hours)
-            seeds = "/".join(str(cells[h].seeds) for h in hours if h in cells)
+        zero = next((a for a in group if not math.isnan(a.zero_shot_wer)), None)
+        for metric in ("wer", "cer"):
+            zero_shot = _pct(getattr(zero, f"zero_shot_{metric}")) if zero else "–"
+            lines += [
+                f"### {corpus} / {language} — test {metric.upper()} (normalised), zero-shot {zero_shot}",
+                "",
+            ]
             lines.append(
-                f"| {method} | {cells[next(iter(cells))].trainable_parameters:,} | {row} | {seeds} |"
+                "| method | trainable params | " + " | ".join(f"{h:g} h" for h in hours) + " | seeds |"
             )
-        lines.append("")
+            lines.append("|---|---:|" + "---:|" * len(hours) + "---:|")
+            for method in sorted(
+                {a.method for a in group},
+                key=lambda m: next(a.trainable_parameters for a in group if a.method == m),
+            ):
+                cells = {a.hours: a for a in group if a.method == method}
+                row = " | ".join(
+                    _pct(getattr(cells[h], metric), getattr(cells[h], f"{metric}_std")) if h in cells else "–"
+                    for h in hours
+                )
+                seeds = "/".join(str(cells[h].seeds) for h in hours if h in cells)
+                lines.append(
+                    f"| {method} | {cells[next(iter(cells))].trainable_parameters:,} | {row} | {seeds} |"
+                )
+            lines.append("")
     lines += ["### Efficiency (per cell, mean over seeds)", ""]
     lines.append(
-        "| corpus | method | hours | s/epoch (steady) | samples/s | peak memory GiB | EN WER before → after |"
+        "| corpus | method | hours | epoch 1 s (incl. encoder cache) | s/epoch (steady) | samples/s "
+        "| peak memory GiB | EN WER before → after |"
     )
-    lines.append("|---|---|---:|---:|---:|---:|---|")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---|")
     for a in aggs:
         forget = f"{_pct(a.en_wer_before)} → {_pct(a.en_wer_after)}" if a.en_wer_after is not None else "–"
         lines.append(
-            f"| {a.corpus}/{a.language} | {a.method} | {a.hours:g} | {a.seconds_per_epoch:.0f} | "
+            f"| {a.corpus}/{a.language} | {a.method} | {a.hours:g} | {a.first_epoch_seconds:.0f} | "
+            f"{a.seconds_per_epoch:.0f} | "
             f"{a.samples_per_second:.2f} | {a.peak_memory_gib:.2f} | {forget} |"
         )
     return "\n".join(lines) + "\n"
