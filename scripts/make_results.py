@@ -61,6 +61,13 @@ def comparison_section(data: dict) -> str:
             f"{r['peak_rss_gib']:.2f} | {r['train_seconds']:.0f} | {r['dev_wer']:.1%} |"
         )
     ratios = "\n".join(f"- {k}: **{v}**" for k, v in data["ratios"].items())
+    dama = data["dama"]
+    per_epoch = ", ".join(
+        f"{w:.1%} ({s:.0f} s)" for w, s in zip(dama["dev_wer_per_epoch"], dama["epoch_seconds"], strict=True)
+    )
+    ratios += (
+        f"\n- dama dev WER after each epoch (epoch seconds, epoch 1 with the cold encoder cache): {per_epoch}"
+    )
     d = data["data"]
     note = f" {data['note']}." if data.get("note") else ""
     return (
