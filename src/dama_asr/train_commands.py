@@ -7,19 +7,12 @@ import json
 from typing import Any
 
 # flag dest -> dotted TrainConfig field; flags left unset keep the recipe's (or the default) value.
+# The adapter flags are the ones `dama plan` takes (adapters/cli_args.py).
 FLAG_FIELDS = {
     "model": "model",
     "train": "train",
     "dev": "dev",
     "out": "output_dir",
-    "method": "adapter.method",
-    "r": "adapter.r",
-    "r_high": "adapter.r_high",
-    "r_low": "adapter.r_low",
-    "theta1": "adapter.theta1",
-    "theta2": "adapter.theta2",
-    "targets": "adapter.targets",
-    "encoder": "adapter.encoder",
     "epochs": "optim.epochs",
     "batch_size": "optim.batch_size",
     "grad_accum": "optim.grad_accum",
@@ -54,15 +47,13 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace):
     """TrainConfig from a recipe (optional), then the flags given, then --set overrides."""
+    from dama_asr.adapters.cli_args import adapter_overrides_from_args
     from dama_asr.train import load_recipe
 
     overrides = {field: getattr(args, dest) for dest, field in FLAG_FIELDS.items()}
-    if args.targets:
-        overrides["adapter.targets"] = args.targets.split(",")
-    if args.probe:
-        from dama_asr.probe import load_probe
-
-        overrides["adapter.theta1"], overrides["adapter.theta2"] = load_probe(args.probe).thetas
+    overrides |= {f"adapter.{k}": v for k, v in adapter_overrides_from_args(args).items()}
+    if isinstance(overrides.get("adapter.targets"), str):
+        overrides["adapter.targets"] = overrides["adapter.targets"].split(",")
     overrides.update(_parse_set(args.set or []))
     return load_recipe(args.recipe, overrides)
 
@@ -124,6 +115,8 @@ def _bool_flag(p: argparse.ArgumentParser, name: str, help_text: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from dama_asr.adapters.cli_args import add_adapter_args
+
     p = sub.add_parser(
         "train",
         help="train an adapter (or full fine-tune) on a manifest; works under `accelerate launch`",
@@ -134,15 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", help="training manifest (JSONL)")
     p.add_argument("--dev", help="dev manifest for WER each epoch and early stopping")
     p.add_argument("--out", help="run folder (config, logs, checkpoints, best/, final/, summary.json)")
-    p.add_argument("--method", help="full, lora, lora-fa, pissa, milora, dora, dama, dama-no-schedule, ...")
-    p.add_argument("--r", type=int, help="rank of uniform-rank methods")
-    p.add_argument("--r-high", type=int, help="DAMA: rank at both ends of the decoder")
-    p.add_argument("--r-low", type=int, help="DAMA: rank in the middle layers")
-    p.add_argument("--theta1", type=float, help="DAMA: end of the early ramp (fraction of depth)")
-    p.add_argument("--theta2", type=float, help="DAMA: start of the late ramp (fraction of depth)")
-    p.add_argument("--probe", help="take theta1/theta2 from a `dama probe` result JSON")
-    p.add_argument("--targets", help="comma-separated target linears or an alias (all, qv, no-cross-kv)")
-    _bool_flag(p, "encoder", "also adapt the encoder (disables the encoder cache)")
+    add_adapter_args(p, method_default=None)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--grad-accum", type=int)

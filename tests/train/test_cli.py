@@ -53,3 +53,22 @@ def test_dama_train_errors_are_one_line(tmp_path: Path, capsys) -> None:
         == 2
     )
     assert "no run to resume" in capsys.readouterr().err
+
+
+def test_train_takes_the_same_adapter_flags_as_plan(tmp_path: Path) -> None:
+    """Recipe values survive unset flags; alpha and dropout flags (shared with `dama plan`) land in the config."""
+    from dama_asr.cli import build_parser
+    from dama_asr.train_commands import config_from_args
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: tiny-random\ntrain: t.jsonl\nadapter: {method: lora, r: 12, alpha_ratio: 1.0}\n")
+    parse = build_parser().parse_args
+    kept = config_from_args(parse(["train", "--recipe", str(recipe)]))
+    assert (kept.adapter.method, kept.adapter.r, kept.adapter.alpha_ratio) == ("lora", 12, 1.0)
+    changed = config_from_args(
+        parse(["train", "--recipe", str(recipe), "--alpha-policy", "fixed", "--alpha", "8",
+               "--lora-dropout", "0.1", "--targets", "qv", "--no-encoder"])
+    )  # fmt: skip
+    assert (changed.adapter.r, changed.adapter.alpha_policy, changed.adapter.alpha) == (12, "fixed", 8.0)
+    assert changed.adapter.dropout == 0.1 and changed.adapter.targets == ("qv",)
+    assert changed.adapter.encoder is False

@@ -6,10 +6,14 @@ import argparse
 
 from dama_asr.adapters.config import METHODS, AdapterConfig, AdapterConfigError
 
+UNIFORM_RANK_METHODS = ("lora", "lora-fa", "pissa", "milora", "dora")
 
-def add_adapter_args(p: argparse.ArgumentParser) -> None:
+
+def add_adapter_args(p: argparse.ArgumentParser, method_default: str | None = "dama") -> None:
+    """The adapter flags. Every default is None (unset), so a recipe's values survive unset flags;
+    `method_default` is None for verbs that read a recipe (`dama train`)."""
     g = p.add_argument_group("adapter")
-    g.add_argument("--method", default="dama", choices=METHODS)
+    g.add_argument("--method", default=method_default, choices=METHODS)
     g.add_argument(
         "--r",
         type=int,
@@ -33,7 +37,12 @@ def add_adapter_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated: all, qv, no-cross-kv, or names like self_attn.q_proj,fc1",
     )
-    g.add_argument("--encoder", action="store_true", default=None, help="also adapt the encoder")
+    g.add_argument(
+        "--encoder",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also adapt the encoder (its outputs can then no longer be cached)",
+    )
     g.add_argument("--lora-dropout", type=float, default=None)
 
 
@@ -47,8 +56,9 @@ def _probe_thetas(path: str) -> dict:
     return {"theta1": theta1, "theta2": theta2}
 
 
-def adapter_overrides_from_args(args: argparse.Namespace) -> dict:
-    """Only the options the user gave, so recipes and defaults fill the rest."""
+def adapter_overrides_from_args(args: argparse.Namespace, uniform_rank: int | None = None) -> dict:
+    """Only the options the user gave (AdapterConfig field -> value), so recipes and defaults fill the
+    rest. `uniform_rank`: the rank given to uniform LoRA baselines when --r is not set."""
     names = {
         "method": "method", "r": "r", "r_high": "r_high", "r_low": "r_low", "theta1": "theta1",
         "theta2": "theta2", "alpha_policy": "alpha_policy", "alpha_ratio": "alpha_ratio", "alpha": "alpha",
@@ -57,10 +67,11 @@ def adapter_overrides_from_args(args: argparse.Namespace) -> dict:
     out = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
     if getattr(args, "probe", None):
         out |= _probe_thetas(args.probe)
-    if "r" not in out and out.get("method", "dama") in ("lora", "lora-fa", "pissa", "milora", "dora"):
-        out["r"] = 32  # the paper-style default for uniform LoRA baselines
+    if uniform_rank and "r" not in out and out.get("method") in UNIFORM_RANK_METHODS:
+        out["r"] = uniform_rank
     return out
 
 
 def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
-    return AdapterConfig.from_dict(adapter_overrides_from_args(args))
+    """For verbs without a recipe (`dama plan`): uniform baselines default to rank 32."""
+    return AdapterConfig.from_dict(adapter_overrides_from_args(args, uniform_rank=32))
