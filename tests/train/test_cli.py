@@ -61,7 +61,9 @@ def test_train_takes_the_same_adapter_flags_as_plan(tmp_path: Path) -> None:
     from dama_asr.train_commands import config_from_args
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("model: tiny-random\ntrain: t.jsonl\nadapter: {method: lora, r: 12, alpha_ratio: 1.0}\n")
+    recipe.write_text(
+        "model: tiny-random\ntrain: t.jsonl\nadapter: {method: lora, r: 12, alpha_ratio: 1.0}\n"
+    )
     parse = build_parser().parse_args
     kept = config_from_args(parse(["train", "--recipe", str(recipe)]))
     assert (kept.adapter.method, kept.adapter.r, kept.adapter.alpha_ratio) == ("lora", 12, 1.0)
