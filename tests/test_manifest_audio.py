@@ -62,3 +62,6 @@ def test_manifest_errors_name_the_line(tmp_path):
         read_manifest(path)
     with pytest.raises(ManifestError, match="does not exist"):
         read_manifest(tmp_path / "nope.jsonl")
+    path.write_text('{"audio": "a.wav", "text": "x", "language": "cy", "duration": "long"}\n')
+    with pytest.raises(ManifestError, match="m.jsonl:1: a field has the wrong type"):
+        read_manifest(path)

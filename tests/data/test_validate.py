@@ -83,6 +83,8 @@ def bad_manifest(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     lines = [json.dumps(r, ensure_ascii=False) for r in records]
     lines.insert(3, "{not json")
     lines.insert(5, json.dumps({"id": "no_audio_field", "text": "x", "language": "cy"}))
+    lines.insert(6, json.dumps({"id": "bad_duration", "audio": "x.wav", "text": "x", "language": "cy",
+                                "duration": "long"}))  # fmt: skip
     (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder / "manifest.jsonl", expected
 
@@ -93,10 +95,10 @@ def test_every_problem_class_is_counted_and_good_items_kept(bad_manifest):
     assert [u.id for u in report.good] == ["good", "stereo", "narrow", "mp3"]
     rejected = {problem.item_id: problem.kind for item, problem in report.bad if item is not None}
     assert rejected == {**expected, "good": "duplicate_id"}
-    assert report.counts["malformed_line"] == 2
+    assert report.counts["malformed_line"] == 3
     assert report.counts["unreadable_audio"] == 4 and report.counts["script_mismatch"] == 2
-    assert report.total == 19 + 2 and len(report.bad) == 17
-    assert report.errors == 17 and not report.ok
+    assert report.total == 19 + 3 and len(report.bad) == 18
+    assert report.errors == 18 and not report.ok
     # notes on kept items
     assert report.counts["multichannel"] == 1 and report.counts["resampled"] == 3
     assert report.counts["duration_filled"] == 2 and report.counts["duration_corrected"] == 1
@@ -111,7 +113,7 @@ def test_summary_names_each_class_with_first_examples(bad_manifest):
     path, _ = bad_manifest
     report = validate_manifest(path, progress=False)
     text = report.summary()
-    assert "4 good" in text and "17 rejected" in text
+    assert "4 good" in text and "18 rejected" in text
     for kind in (
         "missing_audio",
         "silent_audio",

@@ -7,7 +7,7 @@ resolved against the manifest's own folder, so a corpus folder can be moved as a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -66,7 +66,26 @@ def utterance_from_dict(record: dict, where: str, base_dir: Path | None = None) 
     return Utterance(**known, extra=extra)
 
 
-def iter_manifest(path: str | Path) -> Iterator[Utterance]:
+def _parse_line(line: str, where: str, base_dir: Path) -> Utterance:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{where}: not valid JSON ({err.msg})") from err
+    if not isinstance(record, dict):
+        raise ManifestError(f"{where}: each line must be a JSON object")
+    try:
+        return utterance_from_dict(record, where, base_dir=base_dir)
+    except ManifestError:
+        raise
+    except (ValueError, TypeError) as err:  # e.g. "duration": "long", "extra": 3
+        raise ManifestError(f"{where}: a field has the wrong type ({err})") from err
+
+
+def iter_manifest(
+    path: str | Path, on_error: Callable[[str, ManifestError], None] | None = None
+) -> Iterator[Utterance]:
+    """The utterances of a JSONL manifest. A malformed line raises ManifestError naming it, or, with
+    `on_error`, is handed to on_error(where, error) and skipped (validation counts them and goes on)."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
@@ -74,14 +93,13 @@ def iter_manifest(path: str | Path) -> Iterator[Utterance]:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            where = f"{path}:{line_no}"
+            where = f"{path}:{line_no}" if on_error is None else f"{path.name}:{line_no}"
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ManifestError(f"{where}: not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict):
-                raise ManifestError(f"{where}: each line must be a JSON object")
-            yield utterance_from_dict(record, where, base_dir=path.parent)
+                yield _parse_line(line, where, path.parent)
+            except ManifestError as err:
+                if on_error is None:
+                    raise
+                on_error(where, err)
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:

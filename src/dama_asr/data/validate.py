@@ -12,10 +12,9 @@ another sample rate is a note too (resampled to 16 kHz on load).
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from dama_asr.data.audio import MAX_SECONDS, SAMPLE_RATE, AudioError
-from dama_asr.data.manifest import ManifestError, Utterance, utterance_from_dict
+from dama_asr.data.manifest import ManifestError, Utterance, iter_manifest
 from dama_asr.data.scripts import script_mismatch
 from dama_asr.languages import UnknownLanguageError, normalise_language
 
@@ -286,28 +285,14 @@ def validate_items(
     return report
 
 
-def iter_manifest_tolerant(path: str | Path, report: ValidationReport) -> Iterator[Utterance]:
-    """Like manifest.iter_manifest, but a malformed line is counted in `report` instead of raised."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{line_no}"
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ManifestError(f"{where}: each line must be a JSON object")
-                yield utterance_from_dict(record, where, base_dir=path.parent)
-            except (ValueError, TypeError) as err:  # JSONDecodeError and ManifestError are ValueErrors
-                report.total += 1
-                report.reject(None, Problem("malformed_line", where, str(err)))
-
-
 def validate_manifest(
     path: str | Path, options: ValidationOptions = DEFAULT_OPTIONS, progress: bool = True
 ) -> ValidationReport:
     report = ValidationReport()
-    return validate_items(iter_manifest_tolerant(path, report), options, report=report, progress=progress)
+
+    def malformed(where: str, err: ManifestError) -> None:  # counted and reported; the rest goes on
+        report.total += 1
+        report.reject(None, Problem("malformed_line", where, str(err)))
+
+    items = iter_manifest(path, on_error=malformed)
+    return validate_items(items, options, report=report, progress=progress)
