@@ -68,6 +68,13 @@ def comparison_section(data: dict) -> str:
     ratios += (
         f"\n- dama dev WER after each epoch (epoch seconds, epoch 1 with the cold encoder cache): {per_epoch}"
     )
+    cached = sorted(dama["epoch_seconds"][1:])
+    if cached:  # derived from the committed epoch times: what every epoch after the first costs
+        steady = dama["train_utterances"] / cached[len(cached) // 2]
+        ratios += (
+            f"\n- samples/s of dama's cached epochs (median of epochs 2+): {steady:.2f}, "
+            f"{steady / data['recipe']['samples_per_second']:.1f}x the recipe's"
+        )
     d = data["data"]
     note = f" {data['note']}." if data.get("note") else ""
     return (

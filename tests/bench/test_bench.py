@@ -47,6 +47,7 @@ def test_bench_runs_cells_once_and_reports(tmp_path, capsys):
     assert result["cell"]["language"] == "cy" and 0 < result["train_hours"] <= 0.001
     assert result["trainable_parameters"] > 0 and result["test"]["utterances"] == 2
     assert "zero_shot" in result and (cells / "baseline__toy.json").is_file()
+    assert result["machine"]["torch_threads"] >= 1 and result["machine"]["device"] == "cpu"
     stamp = (cells / "toy__dama__0.001h__seed0.json").stat().st_mtime_ns
     assert main(["bench", str(config), "--work-dir", str(work), "--list"]) == 0
     listing = capsys.readouterr().out

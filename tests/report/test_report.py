@@ -7,7 +7,10 @@ from dama_asr.report import aggregate, build_report, load_cell_results, markdown
 
 
 def _cell(method, hours, seed, wer, params):
+    # DAMA cells record their thread count (seed 1 ran as a 1-thread lane); the LoRA cell is an old one without.
+    machine = {"machine": {"torch_threads": 2 if seed == 0 else 1}} if method == "dama" else {}
     return {
+        **machine,
         "cell": {"method": method, "hours": hours, "language": "cy", "seed": seed, "corpus": "synth"},
         "trainable_parameters": params,
         "train": {
@@ -57,7 +60,8 @@ def test_aggregate_means_and_spread_over_seeds(study):
     assert "zero-shot 250.0%" in md
     assert "test CER (normalised), zero-shot 140.0%" in md
     assert "| dama | 1,331,200 | 18.3% ± 2.4% | 13.3% | 2/1 |" in md  # CER = WER / 3 in the fixture
-    assert "| synth/cy | dama | 0.5 | 300 | 95 | 4.00 | 3.50 | 10.0% → 20.0% |" in md
+    assert "| synth/cy | dama | 0.5 | 300 | 95 | 4.00 | 3.50 | 1/2 | 10.0% → 20.0% |" in md
+    assert "| synth/cy | lora | 0.5 | 300 | 95 | 4.00 | 3.50 | ? | 10.0% → 20.0% |" in md
 
 
 def test_report_html_renders_with_plots_in_chromium(study, tmp_path):

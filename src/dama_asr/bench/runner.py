@@ -10,8 +10,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import time
 from pathlib import Path
+
+import torch
 
 from dama_asr.adapters import AdapterConfig, load_adapted
 from dama_asr.atomic import atomic_write_text
@@ -155,6 +158,12 @@ class StudyRunner:
             "test": _scores(self._evaluate(adapted, corpus.test, self.study.max_test_utterances, frozen)),
             "zero_shot": {"wer": zero_shot["wer"], "cer": zero_shot["cer"]},
             "wall_seconds": time.perf_counter() - started,
+            # Times depend on these: a study may run as two 1-thread lanes side by side.
+            "machine": {
+                "torch_threads": torch.get_num_threads(),
+                "cpus": os.cpu_count(),
+                "device": summary["device"],
+            },
         }
         if self.study.english_test:
             limit = self.study.max_english_utterances

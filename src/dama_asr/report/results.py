@@ -4,7 +4,8 @@ A cell result (written by `dama bench`) looks like:
   {"cell": {"method", "hours", "language", "seed", "corpus"}, "trainable_parameters",
    "train": {"seconds_per_epoch": [...], "samples_per_second", "peak_memory_gib", "dev_wer": [...]},
    "test": {"wer", "cer", "wer_raw", "cer_raw", "suspicious", "utterances"},
-   "zero_shot": {"wer", "cer"}, "forgetting": {"en_wer_before", "en_wer_after"} (optional)}
+   "zero_shot": {"wer", "cer"}, "forgetting": {"en_wer_before", "en_wer_after"} (optional),
+   "machine": {"torch_threads", "cpus", "device"} (optional; older cells lack it)}
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Aggregate:
     peak_memory_gib: float
     en_wer_before: float | None
     en_wer_after: float | None
+    torch_threads: str = "?"  # the CPU threads the cells trained with ("?" where not recorded)
 
 
 def load_cell_results(folder: str | Path) -> list[dict]:
@@ -67,6 +69,12 @@ def _first_epoch_excluded_mean(seconds: list[float]) -> float:
     # Epoch 1 includes building the encoder cache; later epochs are the steady cost.
     steady = seconds[1:] or seconds
     return statistics.fmean(steady) if steady else float("nan")
+
+
+def _threads(results: list[dict]) -> str:
+    # Epoch times are only comparable at equal thread counts (a study may run two 1-thread lanes).
+    found = sorted({str(r.get("machine", {}).get("torch_threads", "?")) for r in results})
+    return "/".join(found)
 
 
 def aggregate(results: list[dict]) -> list[Aggregate]:
@@ -103,6 +111,7 @@ def aggregate(results: list[dict]) -> list[Aggregate]:
                 peak_memory_gib=max(r["train"].get("peak_memory_gib", float("nan")) for r in rs),
                 en_wer_before=_mean_std([f.get("en_wer_before") for f in forget])[0] if any(forget) else None,
                 en_wer_after=_mean_std([f.get("en_wer_after") for f in forget])[0] if any(forget) else None,
+                torch_threads=_threads(rs),
             )
         )
     return out
@@ -148,14 +157,14 @@ def markdown_tables(aggs: list[Aggregate]) -> str:
     lines += ["### Efficiency (per cell, mean over seeds)", ""]
     lines.append(
         "| corpus | method | hours | epoch 1 s (incl. encoder cache) | s/epoch (steady) | samples/s "
-        "| peak memory GiB | EN WER before → after |"
+        "| peak memory GiB | torch threads | EN WER before → after |"
     )
-    lines.append("|---|---|---:|---:|---:|---:|---:|---|")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for a in aggs:
         forget = f"{_pct(a.en_wer_before)} → {_pct(a.en_wer_after)}" if a.en_wer_after is not None else "–"
         lines.append(
             f"| {a.corpus}/{a.language} | {a.method} | {a.hours:g} | {a.first_epoch_seconds:.0f} | "
             f"{a.seconds_per_epoch:.0f} | "
-            f"{a.samples_per_second:.2f} | {a.peak_memory_gib:.2f} | {forget} |"
+            f"{a.samples_per_second:.2f} | {a.peak_memory_gib:.2f} | {a.torch_threads} | {forget} |"
         )
     return "\n".join(lines) + "\n"
