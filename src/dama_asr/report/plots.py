@@ -63,32 +63,24 @@ def plot_wer_vs_parameters(aggs: list[Aggregate], path: Path) -> Path:
 
 
 def plot_wer_vs_hours(aggs: list[Aggregate], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key in sorted({(a.corpus, a.language, a.method) for a in aggs}):
-        points = sorted(
-            (a.hours, a.wer * 100, a.wer_std * 100) for a in aggs if (a.corpus, a.language, a.method) == key
-        )
-        if not points:
-            continue
-        hours, wer, std = zip(*points, strict=True)
-        ax.errorbar(
-            hours,
-            wer,
-            yerr=std,
-            marker="o",
-            capsize=3,
-            color=_colour(key[2]),
-            label=f"{key[2]} ({key[0]}/{key[1]})",
-        )
-    zero = {(a.corpus, a.language): a.zero_shot_wer for a in aggs if not math.isnan(a.zero_shot_wer)}
-    for (corpus, language), wer in zero.items():
-        ax.axhline(wer * 100, ls=":", color="black", lw=1)
-        ax.text(ax.get_xlim()[0], wer * 100, f" zero-shot {corpus}/{language}", va="bottom", fontsize=8)
-    ax.set_xlabel("training data (hours)")
-    ax.set_ylabel("test WER (%)")
-    ax.set_title("WER vs amount of training data")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    """One panel per corpus (their WERs live on different scales), a line per method, zero-shot dotted."""
+    corpora = sorted({(a.corpus, a.language) for a in aggs})
+    fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4.5), squeeze=False)
+    for ax, (corpus, language) in zip(axes[0], corpora, strict=True):
+        group = [a for a in aggs if (a.corpus, a.language) == (corpus, language)]
+        for method in sorted({a.method for a in group}):
+            points = sorted((a.hours, a.wer * 100, a.wer_std * 100) for a in group if a.method == method)
+            hours, wer, std = zip(*points, strict=True)
+            ax.errorbar(hours, wer, yerr=std, marker="o", capsize=3, color=_colour(method), label=method)
+        zero = [a.zero_shot_wer for a in group if not math.isnan(a.zero_shot_wer)]
+        if zero:
+            ax.axhline(zero[0] * 100, ls=":", color="black", lw=1, label="zero-shot")
+        ax.set_xlabel("training data (hours)")
+        ax.set_ylabel("test WER (%)")
+        ax.set_title(f"{corpus} ({language})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("WER vs amount of training data")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
