@@ -38,6 +38,17 @@ def test_grid_and_extra_cells(tmp_path):
     assert study.adapters["lora-fa"] == {"r": 2} and "lora-fa" not in study.methods
 
 
+def test_a_corpus_can_have_its_own_hour_budgets(tmp_path):
+    path = _study(tmp_path)
+    config = yaml.safe_load(path.read_text())
+    config["hours"] = [0.001, 0.002]
+    config["corpora"]["small"] = {**config["corpora"]["toy"], "hours": [0.001]}  # too little audio for 0.002
+    path.write_text(yaml.safe_dump(config))
+    ids = [c.id for c in load_study(path).cells() if c.corpus == "small"]
+    assert ids == ["small__dama__0.001h__seed0", "small__lora__0.001h__seed0"]
+    assert sum(c.corpus == "toy" for c in load_study(path).cells()) == 5
+
+
 def test_bench_runs_cells_once_and_reports(tmp_path, capsys):
     config = _study(tmp_path)
     work = tmp_path / "work"

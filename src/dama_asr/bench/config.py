@@ -4,6 +4,7 @@ name: whisper-base-cy
 model: whisper-base
 corpora:
   synth-cy: {train: ${DAMA_HOME}/corpora/synth/cy/train.jsonl, dev: ..., test: ...}
+  czech: {train: ..., dev: ..., test: ..., hours: [0.5, 1]}  # optional: this corpus' own budgets
 english_test: ${DAMA_HOME}/corpora/synth/en/test.jsonl   # optional: forgetting check
 methods: {dama: {}, lora: {r: 32}, full: {}}                # adapter overrides per method
 hours: [0.5, 1, 2]
@@ -34,6 +35,7 @@ class Corpus:
     train: str
     dev: str
     test: str
+    hours: tuple[float, ...] | None = None  # budgets of this corpus when it cannot take the study's
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class StudyConfig:
         grid = [
             Cell(corpus, method, float(hours), int(seed))
             for corpus in self.corpora
-            for hours in self.hours
+            for hours in (self.corpora[corpus].hours or self.hours)
             for method in self.methods
             for seed in self.seeds
         ]
@@ -96,7 +98,8 @@ def load_study(path: str | Path) -> StudyConfig:
         missing = [k for k in ("train", "dev", "test") if k not in c]
         if missing:
             raise StudyConfigError(f"{path}: corpus {name} lacks {', '.join(missing)}")
-        corpora[name] = Corpus(name, _expand(c["train"]), _expand(c["dev"]), _expand(c["test"]))
+        hours = tuple(float(h) for h in c["hours"]) if c.get("hours") else None
+        corpora[name] = Corpus(name, _expand(c["train"]), _expand(c["dev"]), _expand(c["test"]), hours)
     methods = {m: dict(opts or {}) for m, opts in data["methods"].items()}
     adapters = dict(methods)
     extra = []
