@@ -40,6 +40,12 @@ def run_logged(cmd: list[str], env: dict, log: Path) -> str:
     return text
 
 
+def dama_executable() -> str:
+    """The `dama` script of the running interpreter's environment, so an unactivated venv works too."""
+    beside = Path(sys.executable).with_name("dama")
+    return str(beside) if beside.exists() else "dama"
+
+
 def time_to_reach(epochs: list[dict], target_wer: float) -> float | None:
     """Training seconds (cache building included) until dama's dev WER first reaches `target_wer`."""
     elapsed = 0.0
@@ -55,7 +61,8 @@ def run_recipe(args: argparse.Namespace, train: Path, dev: Path, env: dict, work
     start = time.perf_counter()
     text = run_logged(
         [sys.executable, str(HERE / "hf_recipe.py"), "--model", args.model, "--train", str(train), "--dev", str(dev),
-         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--out", str(work / "recipe")],
+         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--out", str(work / "recipe"),
+         "--targets", args.recipe_targets],
         env, work / "recipe.log",
     )  # fmt: skip
     recipe = json.loads(next(line for line in text.splitlines() if line.startswith("RESULT "))[7:])
@@ -67,6 +74,11 @@ def earlier_recipe(path: Path, args: argparse.Namespace, dev_utterances: int) ->
     """The recipe's numbers from an earlier results.json, checked to be on the same data and epochs."""
     earlier = json.loads(path.read_text())
     wanted = {"language": args.language, "hours": args.hours, "dev_utterances": dev_utterances}
+    decoder_only = earlier["recipe"]["recipe"].endswith("(decoder only)")
+    if decoder_only != (args.recipe_targets == "decoder"):
+        sys.exit(
+            f"{path} holds the recipe with other LoRA targets than --recipe-targets {args.recipe_targets}"
+        )
     if {k: earlier["data"].get(k) for k in wanted} != wanted or earlier["recipe"]["epochs"] != args.epochs:
         sys.exit(f"{path} was run on other data or epochs ({earlier['data']}); run the recipe again")
     return earlier["recipe"]
@@ -91,6 +103,10 @@ def main() -> None:
         "--recipe-from", help="reuse the recipe's run from this earlier results.json (same data and epochs)"
     )
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--recipe-targets", choices=["encoder-decoder", "decoder"], default="encoder-decoder",
+        help="the recipe's LoRA on encoder and decoder q/v (peft's example) or on the decoder only",
+    )  # fmt: skip
     p.add_argument("--max-dev", type=int, default=40, help="dev utterances scored (the first N)")
     p.add_argument("--note", default="")
     p.add_argument("--out", default=str(HERE / "results.json"))
@@ -121,7 +137,7 @@ def main() -> None:
 
     start = time.perf_counter()
     run_logged(
-        ["dama", "train", "--method", "dama", "--r-high", str(args.r_high), "--r-low", str(args.r_low), "--model", args.model, "--train", str(train), "--dev", str(dev),
+        [dama_executable(), "train", "--method", "dama", "--r-high", str(args.r_high), "--r-low", str(args.r_low), "--model", args.model, "--train", str(train), "--dev", str(dev),
          "--epochs", str(dama_epochs), "--batch-size", str(args.batch_size), "--max-dev", "0",
          "--patience", "0", "--out", str(work / "dama"), "--no-progress", "--json"],
         env, work / "dama.log",
