@@ -58,7 +58,8 @@ def test_decoder_only_recipe_trains_and_reports(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    d = 16  # tiny d_model: each adapted d x d projection adds r * (d + d) parameters at r = 32
+    # Each adapted d x d projection adds r * (d + d) parameters; the recipe's r is 32.
+    d = TINY_DIMS["d_model"]
     assert result["trainable_parameters"] == TINY_DIMS["layers"] * 4 * 32 * 2 * d
     assert result["recipe"].endswith("(decoder only)")
     assert result["train_utterances"] == 4 and len(result["epoch_end_seconds"]) == 1
