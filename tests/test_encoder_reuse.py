@@ -60,7 +60,8 @@ def test_reused_encoder_outputs_encode_once_and_score_the_same(tiny_backbone, tm
     assert after_fresh == 4
     assert after_first - after_fresh == 4  # filled the cache
     assert calls.utterances == after_first  # the second scoring ran no encoder at all
-    cache = EncoderCache(whisper_fingerprint(tiny_backbone.model, tiny_backbone.processor.feature_extractor))
+    fe = tiny_backbone.processor.feature_extractor
+    cache = EncoderCache(whisper_fingerprint(tiny_backbone.model, fe, tiny_backbone.precision))
     assert len(cache) >= 4
     hyps = [[u["hypothesis"] for u in r["utterances"]] for r in (fresh, first, second)]
     assert hyps[1] == hyps[2]

@@ -265,22 +265,22 @@ def test_probe_of_an_adapted_model_sees_the_merged_weights(tmp_path):
     from dama_asr.probe_commands import with_merged_adapter
 
     config = AdapterConfig(method="dama", r_high=4, r_low=2)
-    adapted = apply_adapter(load_backbone("tiny-random").model, config)
+    adapted = apply_adapter(load_backbone("tiny-random", precision="no").model, config)
     with torch.no_grad():
         for name, param in adapted.named_parameters():
             if "lora_B" in name:
                 param.normal_(std=0.5)  # a trained-looking adapter (B starts at zero)
     adapter_dir = save_adapter(adapted, config, tmp_path / "adapter", base_model="tiny-random")
     items = read_manifest(_two_language_manifest(tmp_path))
-    base = load_backbone("tiny-random")
+    base = load_backbone("tiny-random", precision="no")
     inputs = _select(base, items, ProbeOptions(folds=2)).inputs
     before = extract_features(base, inputs, True, False, 4).decoder
-    merged = with_merged_adapter(load_backbone("tiny-random"), adapter_dir)
+    merged = with_merged_adapter(load_backbone("tiny-random", precision="no"), adapter_dir)
     assert not any("lora" in name for name, _ in merged.model.named_parameters())
     after = extract_features(merged, inputs, True, False, 4).decoder
     assert np.allclose(before[0], after[0])  # token embeddings are not adapted
     assert not np.allclose(before[-1], after[-1], atol=1e-3)  # the last decoder layer is
-    again = extract_features(load_backbone("tiny-random"), inputs, True, False, 4).decoder
+    again = extract_features(load_backbone("tiny-random", precision="no"), inputs, True, False, 4).decoder
     assert np.array_equal(before, again)
 
 

@@ -49,15 +49,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _load(args: argparse.Namespace):
     """The backbone, with a saved adapter (or fully fine-tuned model) from --adapter applied."""
-    from dama_asr.backbone.loading import Backbone, load_backbone
+    from dama_asr.backbone.loading import load_backbone
 
-    backbone = load_backbone(args.model, device=args.device)
+    backbone = load_backbone(args.model, device=args.device, precision=args.precision)
     if not getattr(args, "adapter", None):
-        return backbone
-    from dama_asr.adapters import load_adapted
+        return backbone.ready_for_inference()
+    from dama_asr.adapters import adapted_backbone
 
-    model = load_adapted(backbone.model, args.adapter).to(backbone.device).eval()
-    return Backbone(model=model, processor=backbone.processor, name=f"{args.model}+{args.adapter}")
+    return adapted_backbone(backbone, args.adapter)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
@@ -125,7 +124,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from dama_asr.demo import run_demo
 
-    run_demo(Path(args.out) if args.out else None, hours=args.hours, epochs=args.epochs)
+    run_demo(
+        Path(args.out) if args.out else None, hours=args.hours, epochs=args.epochs, precision=args.precision
+    )
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -140,6 +141,18 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy")
+    add_precision_arg(p)
+
+
+def add_precision_arg(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """--precision, the same for every verb that runs the model (see `dama_asr.precision`)."""
+    p.add_argument(
+        "--precision",
+        default=default,
+        choices=["auto", "no", "bf16", "fp16"],
+        help="auto (default): bfloat16 autocast where the hardware computes bf16 natively (CUDA with bf16, "
+        "x86 CPUs with AMX or AVX512-BF16), float32 elsewhere; no = float32; bf16/fp16 force autocast",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: $DAMA_HOME/demo)")
     p.add_argument("--hours", type=float, default=0.15, help="Welsh training audio")
     p.add_argument("--epochs", type=int, default=3)
+    add_precision_arg(p)
     p.set_defaults(func=cmd_demo)
 
     for module_name in COMMAND_MODULES:

@@ -42,7 +42,7 @@ def _build_corpora() -> Path:
     return corpora
 
 
-def _probe(corpora: Path, out: Path, per_language: int) -> Path:
+def _probe(corpora: Path, out: Path, per_language: int, precision: str) -> Path:
     from dama_asr.backbone.loading import load_backbone
     from dama_asr.data.manifest import read_manifest
     from dama_asr.probe import ProbeOptions, plot_probe, run_probe, save_probe
@@ -50,7 +50,8 @@ def _probe(corpora: Path, out: Path, per_language: int) -> Path:
     items = [
         u for lang in PROBE_LANGUAGES for u in read_manifest(corpora / lang / "dev.jsonl")[:per_language]
     ]
-    result = run_probe(load_backbone("whisper-base"), items, ProbeOptions(folds=5, layers="decoder"))
+    backbone = load_backbone("whisper-base", precision=precision).ready_for_inference()
+    result = run_probe(backbone, items, ProbeOptions(folds=5, layers="decoder"))
     save_probe(result, out / "probes" / "whisper-base.json")
     plot_probe(result, out / "probe.png")
     acc = ", ".join(f"{a:.0%}" for a in result.decoder.mean)
@@ -61,7 +62,12 @@ def _probe(corpora: Path, out: Path, per_language: int) -> Path:
 
 
 def demo_study(
-    corpora: Path, hours: float, epochs: int, test_utterances: int, dev_utterances: int = 24
+    corpora: Path,
+    hours: float,
+    epochs: int,
+    test_utterances: int,
+    dev_utterances: int = 24,
+    precision: str = "auto",
 ) -> dict:
     return {
         "name": "demo",
@@ -78,6 +84,7 @@ def demo_study(
         "train": {
             "optim": {"epochs": epochs, "batch_size": 8, "lr": 1.0e-3},
             "eval": {"max_utterances": dev_utterances, "normaliser": "whisper"},
+            "precision": precision,
         },
     }
 
@@ -89,6 +96,7 @@ def run_demo(
     test_utterances: int = 48,
     probe_per_language: int = 20,
     dev_utterances: int = 24,
+    precision: str = "auto",
 ) -> Path:
     from dama_asr.bench.config import load_study
     from dama_asr.bench.runner import StudyRunner
@@ -103,12 +111,14 @@ def run_demo(
     seconds["corpora"] = time.perf_counter() - started
     print("[2/4] language-ID probe of the decoder layers")
     if not (out / "probes" / "whisper-base.json").is_file():
-        _probe(corpora, out, probe_per_language)
+        _probe(corpora, out, probe_per_language, precision)
     seconds["probe"] = time.perf_counter() - started - sum(seconds.values())
     print(f"[3/4] training DAMA and LoRA-64 on {hours} h of Welsh, then evaluating (finished cells are kept)")
     config_path = out / "config.yaml"
     config_path.write_text(
-        yaml.safe_dump(demo_study(corpora, hours, epochs, test_utterances, dev_utterances), sort_keys=False)
+        yaml.safe_dump(
+            demo_study(corpora, hours, epochs, test_utterances, dev_utterances, precision), sort_keys=False
+        )
     )
     StudyRunner(load_study(config_path), out, work_dir=out / "work").run()
     seconds["train_and_evaluate"] = time.perf_counter() - started - sum(seconds.values())

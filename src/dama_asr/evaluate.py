@@ -119,9 +119,7 @@ def evaluate_items(
     if reuse_encoder_outputs and kept:
         from dama_asr.train.encoder_cache import cached_encoder_outputs
 
-        encoder_outputs = cached_encoder_outputs(
-            backbone.model, backbone.processor.feature_extractor, kept, backbone.device, options.batch_size
-        )
+        encoder_outputs = cached_encoder_outputs(backbone, kept, options.batch_size)
     with tqdm(total=len(kept), desc="transcribing", unit="utt") as bar:
         transcripts = transcribe(
             backbone,
@@ -149,6 +147,7 @@ def evaluate_items(
     return {
         "model": backbone.name,
         "decoding": asdict(options),
+        "precision": backbone.precision,
         "audio_seconds": seconds,
         **summarise(scored),
         "skipped": skipped.to_dict(),

@@ -17,16 +17,9 @@ def default_out_dir(manifest: str | Path, model: str) -> Path:
 def with_merged_adapter(backbone, adapter: str | Path):
     """The backbone with a `dama train` output folder applied: adapters are merged into the weights, so
     the probe sees a plain Whisper (is the U-shape still there after adaptation?)."""
-    from peft import PeftModel
+    from dama_asr.adapters import adapted_backbone
 
-    from dama_asr.adapters import load_adapted
-    from dama_asr.backbone.loading import Backbone
-
-    model = load_adapted(backbone.model, adapter)
-    if isinstance(model, PeftModel):
-        model = model.merge_and_unload()
-    model = model.to(backbone.device).eval()
-    return Backbone(model=model, processor=backbone.processor, name=f"{backbone.name}+{adapter}")
+    return adapted_backbone(backbone, adapter, merge=True)
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -47,9 +40,10 @@ def cmd_probe(args: argparse.Namespace) -> None:
             reuse_encoder_outputs=args.encoder_cache,
         )
         items = read_manifest(args.manifest)
-        backbone = load_backbone(args.model, device=args.device)
-        if args.adapter:
-            backbone = with_merged_adapter(backbone, args.adapter)
+        backbone = load_backbone(args.model, device=args.device, precision=args.precision)
+        backbone = (
+            with_merged_adapter(backbone, args.adapter) if args.adapter else backbone.ready_for_inference()
+        )
         result = run_probe(backbone, items, options)
     except ProbeError as err:
         raise UserError(str(err)) from err
@@ -117,4 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--fixed-language", default="en", help="the language token used by --prompt fixed")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    from dama_asr.cli import add_precision_arg
+
+    add_precision_arg(p)
     p.set_defaults(func=cmd_probe)

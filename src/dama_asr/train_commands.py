@@ -137,7 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, help="early stopping after N epochs without dev improvement")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda")
-    p.add_argument("--precision", choices=["no", "bf16", "fp16"], help="autocast on GPU; fp32 on CPU")
+    from dama_asr.cli import add_precision_arg
+
+    add_precision_arg(p, default=None)  # unset keeps the recipe's value (default auto)
     _bool_flag(p, "gradient-checkpointing", "recompute activations in backward to save memory")
     _bool_flag(p, "encoder-cache", "cache encoder outputs when the encoder is frozen (default on)")
     p.add_argument("--stop-after-steps", type=int, help="stop with a checkpoint after N steps (resume later)")

@@ -79,7 +79,7 @@ def max_new_tokens_for(seconds: float, tokens_per_second: float = TOKENS_PER_SEC
 
 def _detect_languages(backbone: Backbone, inputs: dict) -> list[str]:
     model = backbone.model
-    with torch.no_grad():
+    with torch.no_grad(), backbone.autocast():
         lang_ids = model.detect_language(**inputs, generation_config=model.generation_config)
     id_to_lang = {v: k.strip("<|>") for k, v in model.generation_config.lang_to_id.items()}
     return [id_to_lang[int(i)] for i in lang_ids.flatten().tolist()]
@@ -105,7 +105,7 @@ def _decode_batch(
         languages = [lang or det for lang, det in zip(languages, detected, strict=True)]
     cap = max_new_tokens_for(max(len(a) for a in audios) / SAMPLE_RATE, options.tokens_per_second)
     cap = min(cap, model.generation_config.max_length - 4)
-    with torch.no_grad():
+    with torch.no_grad(), backbone.autocast():
         out = model.generate(
             **inputs,
             language=languages,

@@ -48,7 +48,8 @@ def test_cache_is_built_once_then_hit_by_other_runs_and_methods(make_config, tmp
     )
     assert second["encoder_cache_encoded"] == 0
     backbone = load_backbone("tiny-random")
-    cache = EncoderCache(whisper_fingerprint(backbone.model, backbone.processor.feature_extractor))
+    fe = backbone.processor.feature_extractor
+    cache = EncoderCache(whisper_fingerprint(backbone.model, fe, first["precision"]))
     shards = list(cache.dir.glob("shard-*.safetensors"))
     assert shards
     with safe_open(str(shards[0]), framework="pt") as f:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -104,10 +105,11 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(make_config) -> No
     assert state["global_step"] == int(kept[-1].name.split("-")[1])
 
 
-def test_fp16_on_cpu_falls_back_to_float32_with_a_warning(make_config) -> None:
-    with pytest.warns(UserWarning, match="float32"):
+def test_fp16_on_cpu_falls_back_to_float32_with_a_warning(make_config, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="dama_asr.precision"):
         summary = train(make_config(precision="fp16", stop_after_steps=1))
-    assert summary["steps"] == 1
+    assert summary["steps"] == 1 and summary["precision"] == "no"
+    assert any("float32" in r.getMessage() for r in caplog.records)
 
 
 def test_dev_wer_each_epoch_keeps_best_and_stops_early(make_config, tiny_train: Path) -> None:

@@ -14,6 +14,7 @@ _EXPORTS = {
     "apply_adapter": "methods",
     "base_model_of": "methods",
     "trainable_parameter_count": "methods",
+    "adapted_backbone": "io",
     "load_adapted": "io",
     "read_adapter_meta": "io",
     "save_adapter": "io",

@@ -117,6 +117,11 @@ class AdapterConfig:
     def adapts_encoder(self) -> bool:
         return self.encoder
 
+    @property
+    def saves_full_model(self) -> bool:
+        """The method saves every weight (full fine-tuning), not just adapter factors."""
+        return self.method == "full"
+
     def alpha_for(self, rank: int) -> float:
         return self.alpha_ratio * rank if self.alpha_policy == "ratio" else self.alpha
 

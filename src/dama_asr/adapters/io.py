@@ -21,6 +21,7 @@ from transformers import WhisperForConditionalGeneration
 from dama_asr.adapters.config import AdapterConfig
 from dama_asr.adapters.methods import ADAPTER_NAME, INITIAL_FACTORS_ATTR
 from dama_asr.atomic import atomic_dir, atomic_write_text
+from dama_asr.backbone.loading import Backbone
 
 DAMA_META = "dama_adapter.json"
 
@@ -66,6 +67,21 @@ def read_adapter_meta(folder: str | Path) -> dict:
     if not path.is_file():
         return {}
     return json.loads(path.read_text())
+
+
+def adapted_backbone(backbone: Backbone, folder: str | Path, merge: bool = False) -> Backbone:
+    """`backbone` with a `dama train` output folder (`best/`, `final/`) applied, ready for inference.
+
+    merge: fold a peft adapter into the weights (a plain Whisper, e.g. for probing). Frozen weights are
+    then held in the backbone's compute dtype (bf16 under `auto` on hardware with native bf16).
+    """
+    model = load_adapted(backbone.model, folder)
+    if merge and isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    model = model.to(backbone.device)
+    return Backbone(
+        model, backbone.processor, f"{backbone.name}+{folder}", backbone.precision
+    ).ready_for_inference()
 
 
 def load_adapted(base: WhisperForConditionalGeneration, folder: str | Path) -> nn.Module:

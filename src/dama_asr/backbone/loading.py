@@ -11,6 +11,7 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from dama_asr.backbone.configs import KNOWN_SIZES
 from dama_asr.languages import model_languages
+from dama_asr.precision import autocast, hold_frozen_weights, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,26 @@ class BackboneError(RuntimeError):
 
 @dataclass
 class Backbone:
+    """A Whisper (perhaps wrapped by peft), its processor, and the precision its forward passes run in.
+
+    precision is a resolved one ('no' = float32, 'bf16', 'fp16'; see `dama_asr.precision`): every
+    forward pass over the model (decoding, encoding for caches, probing) runs under `autocast()`.
+    """
+
     model: WhisperForConditionalGeneration
     processor: WhisperProcessor
     name: str
+    precision: str = "no"
+
+    def autocast(self):
+        return autocast(self.precision, self.device)
+
+    def ready_for_inference(self) -> Backbone:
+        """Freeze every weight and hold the matmul weights in the compute dtype (once, not per call)."""
+        self.model.requires_grad_(False)
+        self.model.eval()
+        hold_frozen_weights(self.model, self.precision)
+        return self
 
     @property
     def languages(self) -> set[str]:
@@ -74,12 +92,16 @@ def _from_pretrained(source: str, dtype: torch.dtype) -> tuple:
 
 
 def load_backbone(
-    name_or_path: str = EMBEDDED, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    name_or_path: str = EMBEDDED,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    precision: str = "auto",
 ) -> Backbone:
-    """Load Whisper and its processor.
+    """Load Whisper and its processor, weights in `dtype` (float32: adapters initialise from them).
 
     `name_or_path`: `whisper-base` (embedded, offline), `tiny-random` (tests), a local transformers
-    folder, or a hub id such as `openai/whisper-large-v2`.
+    folder, or a hub id such as `openai/whisper-large-v2`. `precision` ('auto', 'no', 'bf16', 'fp16')
+    is resolved for `device`; call `ready_for_inference()` once any adapter is on.
     """
     if name_or_path == TINY_RANDOM:
         from dama_asr.testing import tiny_whisper
@@ -89,4 +111,4 @@ def load_backbone(
         model, processor = _from_pretrained(resolve_model_dir(name_or_path), dtype)
     model.to(device)
     model.eval()
-    return Backbone(model=model, processor=processor, name=name_or_path)
+    return Backbone(model, processor, name_or_path, resolve_precision(precision, device))

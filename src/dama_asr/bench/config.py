@@ -13,7 +13,8 @@ train: {optim: {epochs: 5, batch_size: 8, lr: 1.0e-3}, eval: {max_utterances: 10
 method_train: {full: {optim: {lr: 1.0e-5}}}                # training overrides per method
 max_test_utterances: 0                                      # 0 = the whole test split
 max_english_utterances: 60                                  # forgetting check sample
-extra_cells: [{corpus: synth-cy, method: pissa, hours: 1}]  # cells outside the full grid
+extra_cells: [{corpus: synth-cy, method: pissa, hours: 1},  # cells outside the full grid
+              {corpus: czech, method: dama, hours: 0.5, seeds: [0, 1], precision: bf16}]
 """
 
 from __future__ import annotations
@@ -40,14 +41,19 @@ class Corpus:
 
 @dataclass(frozen=True)
 class Cell:
+    """One training run of a study. precision: '' = the study's `train.precision`; set on extra cells
+    that repeat a grid cell at another precision (their id then ends in `__<precision>`)."""
+
     corpus: str
     method: str
     hours: float
     seed: int
+    precision: str = ""
 
     @property
     def id(self) -> str:
-        return f"{self.corpus}__{self.method}__{self.hours:g}h__seed{self.seed}"
+        tag = f"__{self.precision}" if self.precision else ""
+        return f"{self.corpus}__{self.method}__{self.hours:g}h__seed{self.seed}{tag}"
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,9 @@ def load_study(path: str | Path) -> StudyConfig:
     extra = []
     for c in data.get("extra_cells", []) or []:
         for seed in c.get("seeds", [0]):
-            extra.append(Cell(c["corpus"], c["method"], float(c["hours"]), int(seed)))
+            extra.append(
+                Cell(c["corpus"], c["method"], float(c["hours"]), int(seed), str(c.get("precision", "")))
+            )
             adapters.setdefault(c["method"], dict(c.get("adapter", {})))
     return StudyConfig(
         name=data["name"],

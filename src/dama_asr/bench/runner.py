@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from dama_asr.adapters import AdapterConfig, load_adapted
+from dama_asr.adapters import AdapterConfig, adapted_backbone
 from dama_asr.atomic import atomic_write_text
 from dama_asr.backbone.loading import Backbone, load_backbone
 from dama_asr.bench.config import Cell, StudyConfig
@@ -66,7 +66,8 @@ class StudyRunner:
     # ---- shared pieces -------------------------------------------------------------------------
     def base(self) -> Backbone:
         if self._base is None:
-            self._base = load_backbone(self.study.model)
+            self._base = load_backbone(self.study.model, precision=self.study.train.get("precision", "auto"))
+            self._base.ready_for_inference()
         return self._base
 
     def _evaluate(
@@ -111,6 +112,8 @@ class StudyRunner:
             "model": self.study.model, "train": str(self.train_subset(cell.corpus, cell.hours)), "dev": corpus.dev,
             "output_dir": str(self.work_dir / "runs" / cell.id), "seed": cell.seed, "adapter": adapter.to_dict(),
         })  # fmt: skip
+        if cell.precision:
+            data["precision"] = cell.precision
         return TrainConfig.from_dict(data)
 
     def run_cell(self, cell: Cell) -> dict:
@@ -127,10 +130,8 @@ class StudyRunner:
         summary = train(config, resume=resume)
         run_dir = Path(config.output_dir)
         chosen = run_dir / "best" if (run_dir / "best").is_dir() else run_dir / "final"
-        model = load_adapted(load_backbone(self.study.model).model, chosen)
-        adapted = Backbone(
-            model=model.eval(), processor=self.base().processor, name=f"{cell.method}:{chosen}"
-        )
+        # Scored at the precision the cell trained in (what a user of that run would decode with).
+        adapted = adapted_backbone(load_backbone(self.study.model, precision=summary["precision"]), chosen)
         frozen = not config.adapter.adapts_encoder
         result = {
             "cell": {
@@ -139,6 +140,7 @@ class StudyRunner:
                 "hours": cell.hours,
                 "seed": cell.seed,
                 "language": self._language(corpus.test),
+                "precision": summary["precision"],
             },
             "train_hours": total_hours(read_manifest(config.train)),
             "adapter": config.adapter.to_dict(),

@@ -88,9 +88,10 @@ def encoder_frames(num_samples: int, encoder_positions: int) -> int:
 
 def _masked_mean(hidden: Sequence[torch.Tensor], mask: torch.Tensor) -> np.ndarray:
     """hidden: L+1 tensors (B, T, D); mask (B, T) of 0/1 -> (L+1, B, D) float32."""
-    weights = mask.to(hidden[0].dtype).unsqueeze(-1)  # (B, T, 1)
+    weights = mask.float().unsqueeze(-1)  # (B, T, 1)
     counts = weights.sum(dim=1)  # (B, 1)
-    pooled = [(h * weights).sum(dim=1) / counts for h in hidden]  # L+1 x (B, D)
+    # Sums over up to 1500 frames: in float32 even when the forward ran in bf16.
+    pooled = [(h.float() * weights).sum(dim=1) / counts for h in hidden]  # L+1 x (B, D)
     return torch.stack(pooled).float().cpu().numpy()
 
 
@@ -109,7 +110,8 @@ def _forward_batch(
         features = processor.feature_extractor(
             [item.audio for item in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features.to(backbone.device, dtype=dtype)  # (B, mels, 3000)
-        enc_out = model.model.encoder(features, output_hidden_states=encoder)
+        with backbone.autocast():
+            enc_out = model.model.encoder(features, output_hidden_states=encoder)
     enc_pooled = None
     if encoder:
         positions = enc_out.last_hidden_state.shape[1]
@@ -130,13 +132,14 @@ def _forward_batch(
         ids[row, : p + n] = torch.tensor(item.prompt + item.text)
         attention[row, : p + n] = 1
         transcript[row, p : p + n] = 1
-    dec_out = model.model.decoder(
-        input_ids=ids.to(backbone.device),
-        attention_mask=attention.to(backbone.device),
-        encoder_hidden_states=enc_out.last_hidden_state,
-        output_hidden_states=True,
-        use_cache=False,
-    )
+    with backbone.autocast():
+        dec_out = model.model.decoder(
+            input_ids=ids.to(backbone.device),
+            attention_mask=attention.to(backbone.device),
+            encoder_hidden_states=enc_out.last_hidden_state,
+            output_hidden_states=True,
+            use_cache=False,
+        )
     return _masked_mean(dec_out.hidden_states, transcript.to(backbone.device)), enc_pooled
 
 

@@ -175,13 +175,7 @@ def run_probe(
         # every frozen-encoder adaptation of it: encode once, probe many models.
         from dama_asr.train.encoder_cache import cached_encoder_outputs
 
-        encoder_outputs = cached_encoder_outputs(
-            backbone.model,
-            backbone.processor.feature_extractor,
-            selection.items,
-            backbone.device,
-            options.batch_size,
-        )
+        encoder_outputs = cached_encoder_outputs(backbone, selection.items, options.batch_size)
     with tqdm(total=len(selection.inputs), desc="probe forward", unit="utt", disable=not progress) as bar:
         features = extract_features(
             backbone, selection.inputs, want_decoder, want_encoder, options.batch_size, on_batch=bar.update,
@@ -203,6 +197,7 @@ def run_probe(
 
     settings = {
         **asdict(options),
+        "precision": backbone.precision,
         "prompt_tokens": backbone.processor.tokenizer.convert_ids_to_tokens(list(selection.inputs[0].prompt))
         if options.prompt != "forced"
         else "<|startoftranscript|><|xx|><|transcribe|><|notimestamps|> with each utterance's language",

@@ -28,7 +28,8 @@ METHOD_COLOURS = {
 
 
 def _colour(method: str) -> str:
-    return METHOD_COLOURS.get(method, "#7f7f7f")
+    # "dama (bf16)" keeps dama's colour; plots tell the two apart by label and marker.
+    return METHOD_COLOURS.get(method.split(" (")[0], "#7f7f7f")
 
 
 def plot_wer_vs_parameters(aggs: list[Aggregate], path: Path) -> Path:
@@ -71,7 +72,10 @@ def plot_wer_vs_hours(aggs: list[Aggregate], path: Path) -> Path:
         for method in sorted({a.method for a in group}):
             points = sorted((a.hours, a.wer * 100, a.wer_std * 100) for a in group if a.method == method)
             hours, wer, std = zip(*points, strict=True)
-            ax.errorbar(hours, wer, yerr=std, marker="o", capsize=3, color=_colour(method), label=method)
+            style = "--" if " (" in method else "-"  # a non-float32 repeat, e.g. "dama (bf16)"
+            ax.errorbar(
+                hours, wer, yerr=std, marker="o", capsize=3, color=_colour(method), ls=style, label=method
+            )
         zero = [a.zero_shot_wer for a in group if not math.isnan(a.zero_shot_wer)]
         if zero:
             ax.axhline(zero[0] * 100, ls=":", color="black", lw=1, label="zero-shot")

@@ -1,7 +1,7 @@
 """Study results: one JSON per finished cell, aggregated over seeds for tables and plots.
 
 A cell result (written by `dama bench`) looks like:
-  {"cell": {"method", "hours", "language", "seed", "corpus"}, "trainable_parameters",
+  {"cell": {"method", "hours", "language", "seed", "corpus", "precision"}, "trainable_parameters",
    "train": {"seconds_per_epoch": [...], "samples_per_second", "peak_memory_gib", "dev_wer": [...]},
    "test": {"wer", "cer", "wer_raw", "cer_raw", "suspicious", "utterances"},
    "zero_shot": {"wer", "cer"}, "forgetting": {"en_wer_before", "en_wer_after"} (optional),
@@ -77,11 +77,18 @@ def _threads(results: list[dict]) -> str:
     return "/".join(found)
 
 
+def method_label(cell: dict) -> str:
+    """The method, with the precision when it is not float32 (cells before precisions were recorded ran
+    in float32): a bf16 repeat of a cell is its own row, never averaged with the float32 seeds."""
+    precision = cell.get("precision", "no")
+    return cell["method"] if precision == "no" else f"{cell['method']} ({precision})"
+
+
 def aggregate(results: list[dict]) -> list[Aggregate]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
         c = r["cell"]
-        groups[(c.get("corpus", ""), c["language"], c["method"], float(c["hours"]))].append(r)
+        groups[(c.get("corpus", ""), c["language"], method_label(c), float(c["hours"]))].append(r)
     out = []
     for (corpus, language, method, hours), rs in sorted(groups.items()):
         wer, wer_std = _mean_std([r["test"]["wer"] for r in rs])

@@ -23,9 +23,9 @@ from typing import Any
 import yaml
 
 from dama_asr.adapters import AdapterConfig, AdapterConfigError
+from dama_asr.precision import PRECISIONS
 
 SCHEDULES = ("linear", "cosine", "constant")
-PRECISIONS = ("no", "bf16", "fp16")
 # Fields that may differ between a run and its `--resume` (they steer the process, not the maths).
 RUN_CONTROL_FIELDS = frozenset({"stop_after_steps", "progress_bar"})
 
@@ -112,7 +112,9 @@ class TrainConfig:
 
     model: backbone name or folder (see `load_backbone`).  train/dev: manifests (dev may be '' to
     skip evaluation).  output_dir: the run folder (config, logs, checkpoints, best/ and final/).
-    precision: 'no', 'bf16' or 'fp16' autocast; on CPU the run falls back to fp32 with a warning.
+    precision: 'auto' (bf16 autocast where the hardware computes bf16 natively, else float32), 'no'
+    (float32), 'bf16' or 'fp16' (forced; fp16 falls back to float32 on a CPU). The summary records
+    the precision that ran.
     encoder_cache: reuse cached encoder outputs when the adapter leaves the encoder frozen.
     length_grouped: batches of similar transcript length (sorted within shuffled mega-batches).
     checkpoint_every: optimizer steps between checkpoints (0 = end of each epoch only); the last
@@ -130,7 +132,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     device: str = "auto"
-    precision: str = "no"
+    precision: str = "auto"
     gradient_checkpointing: bool = False
     length_grouped: bool = True
     mega_batch_factor: int = 50

@@ -4,8 +4,9 @@ Layout under `$DAMA_HOME/cache/encoder/<backbone fingerprint>/`:
     shard-<uuid>.safetensors   float16 tensors (1500, D), one per utterance key
     index.jsonl                one line per shard: {"shard": name, "keys": [...]}, appended under a lock
 
-The fingerprint hashes the encoder's configuration, the feature extractor and a strided sample of
-every encoder weight, so a different model (or an adapted encoder) never reads another's outputs.
+The fingerprint hashes the encoder's configuration, the feature extractor, a strided sample of every
+encoder weight and the precision the encoder ran in, so a different model (or an adapted encoder)
+never reads another's outputs, and a bf16 cache is never read by a float32 run (or the reverse).
 A key hashes the audio's absolute path, size and mtime: an edited file is re-encoded.
 We keep all 1500 frames (30 s padded): Whisper's cross-attention was trained on padded windows.
 Shards are written to a temporary name and renamed, so readers never see half a shard; two writers
@@ -31,6 +32,7 @@ from torch import nn
 from dama_asr.atomic import file_lock
 from dama_asr.data.manifest import Utterance
 from dama_asr.paths import dama_home
+from dama_asr.precision import autocast, compute_dtype
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +40,37 @@ SHARD_SIZE = 64
 _SAMPLE = 4096  # elements hashed per weight tensor
 
 
-def encoder_fingerprint(encoder: nn.Module, encoder_config: dict, feature_extractor) -> str:
-    """16 hex digits identifying what the encoder computes from audio."""
+def encoder_fingerprint(
+    encoder: nn.Module, encoder_config: dict, feature_extractor, precision: str = "no"
+) -> str:
+    """16 hex digits identifying what the encoder computes from audio at `precision` (a resolved one)."""
     h = hashlib.sha256()
     h.update(json.dumps(encoder_config, sort_keys=True, default=str).encode())
     fe = {k: v for k, v in feature_extractor.to_dict().items() if k not in ("mel_filters", "window")}
     h.update(json.dumps(fe, sort_keys=True, default=str).encode())
+    low = compute_dtype(precision)
+    if low is not None:
+        h.update(f"precision:{precision}".encode())  # float32 fingerprints stay what they always were
     with torch.no_grad():
         for name, tensor in encoder.state_dict().items():
             flat = tensor.detach().reshape(-1).float().cpu()
+            dtype = tensor.dtype
+            if low is not None and tensor.is_floating_point():
+                # The same fingerprint whether or not the frozen weights are already held in `low`:
+                # rounding is idempotent, and autocast computes with the rounded values either way.
+                flat, dtype = flat.to(low).float(), low
             step = max(1, flat.numel() // _SAMPLE)
-            h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}:{flat.double().sum().item():.9e}".encode())
+            h.update(f"{name}:{tuple(tensor.shape)}:{dtype}:{flat.double().sum().item():.9e}".encode())
             h.update(flat[::step].numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-def whisper_fingerprint(whisper_model: nn.Module, feature_extractor) -> str:
+def whisper_fingerprint(whisper_model: nn.Module, feature_extractor, precision: str = "no") -> str:
     config = whisper_model.config
     keys = ("num_mel_bins", "d_model", "encoder_layers", "encoder_attention_heads", "encoder_ffn_dim",
             "max_source_positions", "activation_function", "scale_embedding")  # fmt: skip
     return encoder_fingerprint(
-        whisper_model.model.encoder, {k: getattr(config, k, None) for k in keys}, feature_extractor
+        whisper_model.model.encoder, {k: getattr(config, k, None) for k in keys}, feature_extractor, precision
     )
 
 
@@ -161,9 +173,10 @@ def fill_cache(
 
 
 def encoder_function(
-    whisper: nn.Module, feature_extractor, device: torch.device
+    whisper: nn.Module, feature_extractor, device: torch.device, precision: str = "no"
 ) -> Callable[[Sequence[Utterance]], torch.Tensor]:
-    """Utterances -> encoder outputs (B, 1500, D) of `whisper`'s (frozen) encoder, without gradients."""
+    """Utterances -> encoder outputs (B, 1500, D) of `whisper`'s (frozen) encoder, without gradients,
+    computed at `precision` (a resolved one: 'no', 'bf16' or 'fp16')."""
     # Lazy: importing dama_asr.train runs its __init__, which imports this module.
     from dama_asr.train.data import log_mel
 
@@ -174,7 +187,7 @@ def encoder_function(
         features = log_mel(feature_extractor, batch).to(device, dtype=dtype)  # (B, mels, 3000)
         was_training = encoder.training
         encoder.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(precision, device):
             hidden = encoder(features).last_hidden_state
         encoder.train(was_training)
         return hidden
@@ -183,30 +196,29 @@ def encoder_function(
 
 
 def cached_encoder_outputs(
-    model: nn.Module,
-    feature_extractor,
+    backbone,
     items: Sequence[Utterance],
-    device: torch.device,
     batch_size: int = 8,
     cache: EncoderCache | None = None,
 ) -> Callable[[Sequence[int]], torch.Tensor]:
     """Make sure every item's encoder output is cached; return a lookup by position in `items`.
 
     For evaluating a model whose encoder is the base model's (frozen adapters): the dev or test set is
-    then encoded once for all epochs and all cells instead of on every evaluation. `model` may be
-    wrapped by peft; the cache is keyed by its encoder's fingerprint, so a changed encoder never reads
-    another's outputs.
+    then encoded once for all epochs and all cells instead of on every evaluation. `backbone.model` may
+    be wrapped by peft; the cache is keyed by its encoder's fingerprint and the backbone's precision, so
+    a changed encoder never reads another's outputs.
     """
     from tqdm.auto import tqdm
 
     from dama_asr.adapters.methods import base_model_of
 
-    whisper = base_model_of(model)
-    cache = cache or EncoderCache(whisper_fingerprint(whisper, feature_extractor))
+    whisper = base_model_of(backbone.model)
+    fe, precision = backbone.processor.feature_extractor, backbone.precision
+    cache = cache or EncoderCache(whisper_fingerprint(whisper, fe, precision))
     keys = [utterance_key(item.audio) for item in items]
     missing = cache.missing(keys)
     if missing:
+        encode = encoder_function(whisper, fe, backbone.device, precision)
         with tqdm(total=len(missing), desc="encoder cache", unit="utt", leave=False) as bar:
-            fill_cache(cache, items, keys, encoder_function(whisper, feature_extractor, device), batch_size,
-                       on_batch=bar.update)  # fmt: skip
+            fill_cache(cache, items, keys, encode, batch_size, on_batch=bar.update)
     return lambda positions: cache.get([keys[i] for i in positions])

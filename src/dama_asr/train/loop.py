@@ -64,7 +64,10 @@ class Trainer:
         self.run_dir = config.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
         self._check_run_dir(resume)
-        self.backbone = load_backbone(config.model, device="cpu")
+        self.backbone = load_backbone(config.model, device="cpu", precision="no")
+        # What runs is the accelerator's resolution of config.precision for its device ('auto' -> bf16 or no).
+        self.precision: str = self.accelerator.mixed_precision
+        self.backbone.precision = self.precision
         # Data errors (unknown language, over-long or no transcripts) come before any model work.
         self.data: RunData = load_run_data(config, self.backbone)
         set_seed(config.seed)  # adapter initialisation (LoRA's random A) follows the run's seed
@@ -155,7 +158,8 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         max_norm = self.config.optim.max_grad_norm or float("inf")
         grad_norm = float(self.accelerator.clip_grad_norm_(params, max_norm))
-        if not math.isfinite(grad_norm) and self.config.precision != "fp16":
+        # fp16's gradient scaler skips steps with inf gradients by design; bf16 and float32 have no scaler.
+        if not math.isfinite(grad_norm) and self.precision != "fp16":
             self._diverged(f"gradient norm is {grad_norm}")
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
@@ -197,7 +201,7 @@ class Trainer:
         unwrapped.eval()
         start = time.perf_counter()
         ev = self.config.eval
-        backbone = Backbone(model=unwrapped, processor=self.backbone.processor, name=self.config.model)
+        backbone = Backbone(unwrapped, self.backbone.processor, self.config.model, self.precision)
         with torch.no_grad():
             result = evaluate_items(
                 backbone, self.data.dev, DecodingOptions(beam_size=ev.beam_size, batch_size=ev.batch_size),
@@ -326,6 +330,8 @@ class Trainer:
             "status": "stopped (stop_after_steps)" if stopped else ("early stopped" if early else "finished"),
             "processes": self.world,
             "device": str(self.accelerator.device),
+            "precision": self.precision,
+            "precision_requested": self.config.precision,
             "trainable_parameters": self.trainable,
             "train_utterances": len(self.data.examples),
             "skipped_train_items": dict(self.data.skipped.counts),

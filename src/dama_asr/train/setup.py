@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import random
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch import nn
 from transformers import get_scheduler
 
@@ -19,6 +19,7 @@ from dama_asr.backbone.loading import Backbone
 from dama_asr.data.manifest import Utterance, read_manifest
 from dama_asr.evaluate import SkippedItems
 from dama_asr.languages import normalise_language
+from dama_asr.precision import hold_frozen_weights, resolve_precision
 from dama_asr.train.config import OptimConfig, TrainConfig
 from dama_asr.train.data import Example, epoch_batches, prepare_examples
 from dama_asr.train.encoder_cache import (
@@ -46,14 +47,17 @@ class RunData:
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    """CPU when asked or when there is no GPU; mixed precision only on a GPU (fp32 fallback on CPU)."""
+    """CPU when asked or when there is no GPU; the precision resolved for that device (`auto`: bf16
+    autocast where the hardware computes bf16 natively, float32 elsewhere; see `dama_asr.precision`)."""
     cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
-    precision = config.precision
-    if cpu and precision != "no":
-        warnings.warn(
-            f"precision {precision!r} needs a GPU; training in float32 on the CPU instead", stacklevel=2
-        )
-        precision = "no"
+    device = "cpu" if cpu else (config.device if config.device.startswith("cuda") else "cuda")
+    precision = resolve_precision(config.precision, device)
+    # accelerate keeps one process-wide state and refuses a second Accelerator at another precision;
+    # a notebook or a study that runs a float32 cell after a bf16 one needs it forgotten (the process
+    # group, in PartialState, is kept).
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and current != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
     # Gradient accumulation is done by the loop (exact token-weighted averaging), not by accelerate.
     return Accelerator(cpu=cpu, mixed_precision=precision)
 
@@ -77,11 +81,18 @@ def load_run_data(config: TrainConfig, backbone: Backbone) -> RunData:
 
 
 def prepare_model(config: TrainConfig, backbone: Backbone, device: torch.device) -> nn.Module:
-    """The model to train (a PeftModel, or the Whisper itself for `full`), in train mode on `device`."""
+    """The model to train (a PeftModel, or the Whisper itself for `full`), in train mode on `device`.
+
+    Under bf16 the frozen base's matmul weights are held in bf16 (after the adapter's inits have read
+    them in float32), so autocast does not re-cast them on every step; trainable weights stay float32.
+    Not for methods that save the whole model: its frozen part would be saved rounded.
+    """
     if config.gradient_checkpointing:
         backbone.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     backbone.model.config.use_cache = False
     model = apply_adapter(backbone.model, config.adapter)
+    if not config.adapter.saves_full_model:
+        hold_frozen_weights(model, backbone.precision)
     model.to(device)
     model.train()
     return model
@@ -138,13 +149,13 @@ def build_encoder_cache(
     """
     whisper = base_model_of(backbone.model)
     fe = backbone.processor.feature_extractor
-    cache = EncoderCache(whisper_fingerprint(whisper, fe))
+    cache = EncoderCache(whisper_fingerprint(whisper, fe, backbone.precision))
     items = [e.item for e in examples]
     keys = [utterance_key(item.audio) for item in items]
     missing = set(cache.missing(keys))
     mine = [(k, item) for k, item in zip(keys, items, strict=True) if k in missing]
     mine = mine[accelerator.process_index :: accelerator.num_processes]
-    encode = encoder_function(whisper, fe, accelerator.device)
+    encode = encoder_function(whisper, fe, accelerator.device, backbone.precision)
     from tqdm.auto import tqdm
 
     with tqdm(
