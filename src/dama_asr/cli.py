@@ -215,5 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> int:
+    """The `dama` console script: on tcmalloc where the machine has it (see `dama_asr.allocator`)."""
+    from dama_asr.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc(sys.argv[1:])
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

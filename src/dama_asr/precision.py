@@ -109,6 +109,7 @@ _MATMUL_MODULES = (nn.Linear, nn.Conv1d)
 
 def hold_frozen_weights(model: nn.Module, precision: str) -> int:
     """Store every frozen matmul weight (and its bias) of `model` in the compute dtype; returns how many.
+    For models that then run under `autocast(precision)` only.
 
     Only modules all of whose parameters are frozen are touched, and never adapter factors (peft's
     `lora_*` modules), so what is saved as an adapter keeps its float32 values. Call it after the
@@ -119,6 +120,11 @@ def hold_frozen_weights(model: nn.Module, precision: str) -> int:
     if dtype is None:
         return 0
     count = 0
+    for module in model.modules():
+        # peft casts a LoRA's input to its (float32) factors' dtype, and autocast casts it straight back:
+        # two copies of every (B, 1500, D) cross-attention input per adapted layer. Autocast alone suffices.
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
     for name, module in model.named_modules():
         if not isinstance(module, _MATMUL_MODULES) or ".lora_" in f".{name}":
             continue

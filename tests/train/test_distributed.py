@@ -7,6 +7,7 @@ the CPU with the gloo backend.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dama_asr.allocator import tcmalloc_path
 from dama_asr.train import train
 from dama_asr.train.metrics_log import read_log
 
@@ -63,3 +65,7 @@ def test_two_processes_match_one_process(make_config, tiny_train: Path, tmp_path
     dev_one = [r["dev_wer"] for r in read_log(single.run_dir / "train_log.jsonl", kind="eval")]
     dev_two = [r["dev_wer"] for r in read_log(out / "train_log.jsonl", kind="eval")]
     assert len(dev_two) == 2 and dev_two == pytest.approx(dev_one)
+    # `python -m dama_asr.cli` re-executes itself on tcmalloc where the machine has it.
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["allocator"] == ("tcmalloc" if tcmalloc_path() else "system")
+    assert summary["precision"] == "no" and summary["precision_requested"] == "no"

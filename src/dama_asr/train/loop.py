@@ -20,7 +20,8 @@ from accelerate.utils import broadcast_object_list, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
-from dama_asr.adapters import save_adapter, trainable_parameter_count
+from dama_asr.adapters import base_model_of, save_adapter, trainable_parameter_count
+from dama_asr.allocator import active_allocator
 from dama_asr.atomic import atomic_write_text
 from dama_asr.backbone.loading import Backbone, load_backbone
 from dama_asr.evaluate import evaluate_items
@@ -34,6 +35,7 @@ from dama_asr.train.checkpoint import (
 from dama_asr.train.config import TrainConfig, TrainConfigError, config_differences, load_recipe
 from dama_asr.train.data import IGNORE_INDEX, collate_tokens, log_mel, shard_batch
 from dama_asr.train.encoder_cache import EncoderCache, utterance_key
+from dama_asr.train.logit_rows import logits_at
 from dama_asr.train.metrics_log import MetricsLog, peak_memory_bytes
 from dama_asr.train.setup import (
     RunData,
@@ -138,16 +140,16 @@ class Trainer:
             torch.tensor(float(n_local), device=self.accelerator.device), "sum"
         )
         loss_sum = torch.zeros((), device=self.accelerator.device)
+        head = base_model_of(self.accelerator.unwrap_model(self.model)).proj_out
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+            rows = batch["labels"] != IGNORE_INDEX  # (B, T)
             with sync, self.accelerator.autocast():
-                logits = self.model(**batch["inputs"]).logits  # (B, T, V)
+                with logits_at(head, rows):
+                    logits = self.model(**batch["inputs"]).logits  # (N, V): labelled positions only
                 token_loss = nn.functional.cross_entropy(
-                    logits.float().flatten(0, 1),
-                    batch["labels"].flatten(),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="sum",
+                    logits.float(), batch["labels"][rows], reduction="sum"
                 )
                 # DDP averages gradients over processes; scale so the result is sum / n_global.
                 self.accelerator.backward(token_loss * self.world / n_global)
@@ -332,6 +334,7 @@ class Trainer:
             "device": str(self.accelerator.device),
             "precision": self.precision,
             "precision_requested": self.config.precision,
+            "allocator": active_allocator(),
             "trainable_parameters": self.trainable,
             "train_utterances": len(self.data.examples),
             "skipped_train_items": dict(self.data.skipped.counts),
