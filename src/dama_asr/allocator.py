@@ -40,7 +40,8 @@ def active_allocator() -> str:
 def reexec_with_tcmalloc(argv: list[str]) -> None:
     """Replace this process by itself on tcmalloc (returns only when that is not possible or wanted).
 
-    Call before torch is imported. `argv` is the command line to run again (`sys.argv` of the entry point).
+    Call before torch is imported. `argv`: what follows the Python executable to run the same program
+    again (`["-m", "dama_asr.cli", *args]` for the console script, `sys.argv` for a script).
     """
     if (
         os.environ.get(_MARK)
@@ -57,6 +58,6 @@ def reexec_with_tcmalloc(argv: list[str]) -> None:
     env["LD_PRELOAD"] = ":".join(p for p in (str(library), env.get("LD_PRELOAD", "")) if p)
     env[_MARK] = "1"
     try:
-        os.execve(sys.executable, [sys.executable, "-m", "dama_asr.cli", *argv], env)
+        os.execve(sys.executable, [sys.executable, *argv], env)
     except OSError:
         return  # could not re-execute: carry on with the system allocator

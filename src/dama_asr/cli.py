@@ -219,7 +219,7 @@ def entry() -> int:
     """The `dama` console script: on tcmalloc where the machine has it (see `dama_asr.allocator`)."""
     from dama_asr.allocator import reexec_with_tcmalloc
 
-    reexec_with_tcmalloc(sys.argv[1:])
+    reexec_with_tcmalloc(["-m", "dama_asr.cli", *sys.argv[1:]])
     return main()
 
 

@@ -45,9 +45,17 @@ def test_targets_aliases_and_counts():
     qv = AdapterConfig(method="lora", r=8, targets=("qv",))
     assert trainable_parameters(config, qv) == 6 * 4 * 8 * (512 + 512)
     fc = AdapterConfig(method="lora", r=4, targets=("fc1",), encoder=True)
-    # decoder fc1 (512->2048) and the encoder's six linears, all at rank 4
+    # fc1 (512->2048) of every decoder and every encoder layer, at rank 4
+    assert trainable_parameters(config, fc) == 2 * 6 * 4 * (512 + 2048)
+    everything = AdapterConfig(method="lora", r=4, encoder=True)  # targets "all": the encoder's six linears
     enc = 6 * (4 * 4 * 1024 + 4 * (512 + 2048) * 2)
-    assert trainable_parameters(config, fc) == 6 * 4 * (512 + 2048) + enc
+    assert (
+        trainable_parameters(config, everything)
+        == trainable_parameters(config, AdapterConfig(method="lora", r=4)) + enc
+    )
+    # peft's Whisper recipe (r=32 on every q_proj/v_proj: encoder self, decoder self and cross attention)
+    recipe = AdapterConfig(method="lora", r=32, targets=("qv",), encoder=True)
+    assert trainable_parameters(config, recipe) == 36 * 32 * (512 + 512) == 1_179_648
 
 
 def test_round_trip_dict():

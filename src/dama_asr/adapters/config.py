@@ -61,8 +61,9 @@ class AdapterConfig:
     ablation spends the same budget).  r_high/r_low/theta1/theta2: DAMA's schedule (DESIGN.md s.4).
     alpha_policy: "ratio" sets alpha = alpha_ratio * rank per layer (the same scaling at every rank);
     "fixed" uses alpha for every layer.  targets: short linear names or an alias (all, qv, no-cross-kv).
-    encoder: also adapt the encoder layers (uniform rank r_low for DAMA, r otherwise); when False the
-    encoder stays frozen and its outputs can be cached.
+    encoder: also adapt the encoder layers (uniform rank r_low for DAMA, r otherwise) at the targets'
+    self-attention and feed-forward linears (`qv`: the encoder's q and v, peft's Whisper recipe); when
+    False the encoder stays frozen and its outputs can be cached.
     """
 
     method: str = "dama"

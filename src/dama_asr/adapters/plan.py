@@ -95,9 +95,11 @@ def _decoder_rows(config: WhisperConfig, cfg: AdapterConfig) -> list[ModulePlan]
 def _encoder_rows(config: WhisperConfig, cfg: AdapterConfig) -> list[ModulePlan]:
     rank = cfg.r_low if cfg.method.startswith("dama") else cfg.r
     init = {"pissa": INIT_PISSA, "milora": INIT_MILORA}.get(cfg.method, INIT_DEFAULT)
+    # The encoder has no cross-attention: the targets' self-attention and feed-forward linears apply.
+    chosen = cfg.target_linears()
     rows = []
     for i in range(config.encoder_layers):
-        for linear in ENCODER_LINEARS:
+        for linear in (t for t in ENCODER_LINEARS if t in chosen):
             fan_in, fan_out = linear_shape(config, "encoder", linear)
             rows.append(
                 ModulePlan(
