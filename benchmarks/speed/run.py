@@ -161,17 +161,18 @@ def cached_step(manifest: Path, work: Path) -> dict:
 
     from dama_asr.train.config import TrainConfig
     from dama_asr.train.loop import Trainer
-    from dama_asr.train.setup import build_encoder_cache, global_micro_batches
+    from dama_asr.train.setup import build_cross_kv, build_encoder_cache, global_micro_batches
 
     out = {}
-    for precision in ("no", "bf16"):
+    for precision, stored_kv in (("no", False), ("bf16", False), ("bf16", True)):
         config = TrainConfig.from_dict({"model": "whisper-base", "train": str(manifest), "dev": "",
                                         "output_dir": str(work / f"step-{precision}-{time.time_ns()}"),
                                         "adapter": {"method": "dama"}, "precision": precision, "progress_bar": False})  # fmt: skip
         trainer = Trainer(config)
-        trainer.cache, _, _ = build_encoder_cache(
-            trainer.accelerator, trainer.backbone, trainer.data.examples, 8
-        )
+        examples = trainer.data.examples
+        trainer.cache, _, _ = build_encoder_cache(trainer.accelerator, trainer.backbone, examples, 8)
+        if stored_kv:
+            trainer.cross_kv = build_cross_kv(config, trainer.model, trainer.cache, examples, precision)
         micro = global_micro_batches(config, trainer.data.lengths, 1, 0)[:12]
         trainer._optimizer_step([micro[0]])  # warm-up
         start = time.perf_counter()
@@ -183,9 +184,10 @@ def cached_step(manifest: Path, work: Path) -> dict:
                 trainer._optimizer_step([batch])
         flops = sum(e.flops for e in prof.key_averages()) / (len(micro) - 1)
         tokens = sum(len(trainer.data.examples[i].tokens) for b in micro[1:] for i in b) / (len(micro) - 1)
-        out[precision] = {"seconds_per_step": seconds, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
+        out[precision + ("+stored-kv" if stored_kv else "")] = {"seconds_per_step": seconds, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
                           "batch": config.optim.batch_size, "tokens_per_step": tokens}  # fmt: skip
     out["bf16_speedup"] = out["no"]["seconds_per_step"] / out["bf16"]["seconds_per_step"]
+    out["stored_kv_speedup"] = out["bf16"]["seconds_per_step"] / out["bf16+stored-kv"]["seconds_per_step"]
     return out
 
 
@@ -207,10 +209,10 @@ def kv_projection(repeats: int = 5) -> dict:
         store = [torch.randn(2 * len(layers), frames, d, dtype=dtype) for _ in range(32)]  # per-utterance K/V
         with torch.no_grad():
 
-            def recompute():
+            def recompute(hidden=hidden, projections=projections):
                 return [(k(hidden), v(hidden)) for k, v in projections]
 
-            def gather():
+            def gather(store=store):
                 picked = [store[i] for i in range(0, 32, 4)]
                 return [torch.stack([p[j] for p in picked]) for j in range(2 * len(layers))]
 

@@ -33,12 +33,14 @@ from dama_asr.train.checkpoint import (
     save_checkpoint,
 )
 from dama_asr.train.config import TrainConfig, TrainConfigError, config_differences, load_recipe
+from dama_asr.train.cross_kv import CrossKV
 from dama_asr.train.data import IGNORE_INDEX, collate_tokens, log_mel, shard_batch
 from dama_asr.train.encoder_cache import EncoderCache, utterance_key
 from dama_asr.train.logit_rows import logits_at
 from dama_asr.train.metrics_log import MetricsLog, peak_memory_bytes
 from dama_asr.train.setup import (
     RunData,
+    build_cross_kv,
     build_encoder_cache,
     global_micro_batches,
     load_run_data,
@@ -91,6 +93,7 @@ class Trainer:
         if resume:
             self.log.truncate_after(self.state["global_step"])
         self.cache: EncoderCache | None = None
+        self.cross_kv: CrossKV | None = None
 
     @property
     def is_main(self) -> bool:
@@ -123,13 +126,17 @@ class Trainer:
         device = self.accelerator.device
         dtype = next(self.model.parameters()).dtype
         inputs = {"decoder_input_ids": batch["decoder_input_ids"].to(device), "use_cache": False}
+        kv = None
         if self.cache is not None:
-            hidden = self.cache.get([utterance_key(e.item.audio) for e in examples])  # (B, 1500, D) f16
-            inputs["encoder_outputs"] = (hidden.to(device, dtype=dtype),)
+            keys = [utterance_key(e.item.audio) for e in examples]
+            hidden = self.cache.get(keys).to(device, dtype=dtype)  # (B, 1500, D)
+            inputs["encoder_outputs"] = (hidden,)
+            if self.cross_kv is not None:
+                kv = self.cross_kv.batch(keys, hidden)  # (2L, B, 1500, D): the frozen K/V, not recomputed
         else:
             features = log_mel(self.backbone.processor.feature_extractor, [e.item for e in examples])
             inputs["input_features"] = features.to(device, dtype=dtype)  # (B, mels, 3000)
-        return {"inputs": inputs, "labels": batch["labels"].to(device)}
+        return {"inputs": inputs, "labels": batch["labels"].to(device), "cross_kv": kv}
 
     def _optimizer_step(self, group: list[list[int]]) -> dict:
         """One optimizer step over `group` (grad_accum global micro-batches); returns its metrics."""
@@ -145,8 +152,13 @@ class Trainer:
             last = i == len(batches) - 1
             sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
             rows = batch["labels"] != IGNORE_INDEX  # (B, T)
+            stored = (
+                self.cross_kv.inject(batch["cross_kv"])
+                if batch["cross_kv"] is not None
+                else contextlib.nullcontext()
+            )
             with sync, self.accelerator.autocast():
-                with logits_at(head, rows):
+                with logits_at(head, rows), stored:
                     logits = self.model(**batch["inputs"]).logits  # (N, V): labelled positions only
                 token_loss = nn.functional.cross_entropy(
                     logits.float(), batch["labels"][rows], reduction="sum"
@@ -288,7 +300,11 @@ class Trainer:
             self.cache, _, encoded = build_encoder_cache(
                 self.accelerator, self.backbone, self.data.examples, self.config.eval.batch_size
             )
-            cache_seconds = time.perf_counter() - t0
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            self.cross_kv = build_cross_kv(
+                self.config, unwrapped, self.cache, self.data.examples, self.precision
+            )
+            cache_seconds = time.perf_counter() - t0  # encoding and the K/V projections: the cold-cache cost
             self.state["cache_seconds"] += cache_seconds
             self.state.setdefault("cache_encoded", 0)
             self.state["cache_encoded"] += encoded
@@ -348,6 +364,8 @@ class Trainer:
             "encoder_cache": self.cache is not None,
             "encoder_cache_build_seconds": state["cache_seconds"],
             "encoder_cache_encoded": state.get("cache_encoded", 0),
+            "cross_kv_cached_utterances": len(self.cross_kv) if self.cross_kv else 0,
+            "cross_kv_gib": self.cross_kv.used / 2**30 if self.cross_kv else 0.0,
             "seconds_per_epoch": state["epoch_seconds"],
             "samples_per_second": [h["samples_per_second"] for h in state["history"]],
             "wall_seconds": seconds,

@@ -19,8 +19,9 @@ from dama_asr.backbone.loading import Backbone
 from dama_asr.data.manifest import Utterance, read_manifest
 from dama_asr.evaluate import SkippedItems
 from dama_asr.languages import normalise_language
-from dama_asr.precision import hold_frozen_weights, resolve_precision
+from dama_asr.precision import compute_dtype, hold_frozen_weights, resolve_precision
 from dama_asr.train.config import OptimConfig, TrainConfig
+from dama_asr.train.cross_kv import CrossKV, budget_bytes, can_cache
 from dama_asr.train.data import Example, epoch_batches, prepare_examples
 from dama_asr.train.encoder_cache import (
     EncoderCache,
@@ -170,3 +171,24 @@ def build_encoder_cache(
     if absent:
         raise RuntimeError(f"encoder cache {cache.dir} lacks {len(absent)} utterance(s) after building it")
     return cache, seconds, len(missing)
+
+
+def build_cross_kv(
+    config: TrainConfig, model: nn.Module, cache: EncoderCache, examples: Sequence[Example], precision: str
+) -> CrossKV | None:
+    """The frozen cross-attention K/V of as many training utterances as the budget holds (None when the
+    projections train, or the budget is 0). Projected from the encoder cache, a batch of 8 at a time."""
+    whisper = base_model_of(model)
+    device = next(whisper.parameters()).device
+    budget = budget_bytes(config.cross_kv_cache_gib, device)
+    if budget <= 0 or not can_cache(whisper):
+        return None
+    kv = CrossKV(whisper, budget, compute_dtype(precision) or torch.float32)
+    keys = [utterance_key(e.item.audio) for e in examples]
+    for first in range(0, len(keys), 8):
+        chunk = keys[first : first + 8]
+        if not kv.fill(chunk, cache.get(chunk).to(device)):
+            break
+    log.info("cross-attention K/V of %d of %d utterances kept in RAM (%.2f GiB; the rest recomputed per step)",
+             len(kv), len(keys), kv.used / 2**30)  # fmt: skip
+    return kv
