@@ -110,6 +110,74 @@ def probe_section(data: dict, folder: Path) -> str:
     )
 
 
+def _training_rows(modes: dict) -> list[str]:
+    base = {k: modes[k]["samples_per_second"] for k in ("recipe-fp32", "recipe-bf16") if k in modes}
+    rows = ["| mode | precision | allocator | utts | epochs run | cache s | train s | 3 epochs s | samples/s | "
+            "x recipe fp32 | x recipe bf16 | peak RSS GiB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    names = [
+        m for m in ("recipe-fp32", "recipe-bf16", "lora-encoder", "dama-fp32", "dama-auto") if m in modes
+    ]
+    for name in names:
+        m = modes[name]
+        ratio = {k: f"{m['samples_per_second'] / v:.1f}" for k, v in base.items()}
+        three = f"{m['three_epoch_seconds']:.0f}" + (
+            "" if m["three_epochs"] == "measured" else " (extrapolated)"
+        )
+        rows.append(
+            f"| {name} | {m['precision']} | {m['allocator']} | {m['utterances']} | {m['epochs_run']} | "
+            f"{m.get('cache_seconds', 0):.0f} | {m['train_seconds']:.0f} | {three} | {m['samples_per_second']:.2f} | "
+            f"{ratio.get('recipe-fp32', '–')} | {ratio.get('recipe-bf16', '–')} | {m['peak_rss_gib']:.2f} |"
+        )
+    return rows
+
+
+def speed_section(data: dict) -> str:
+    m, modes = data["machine"], data["modes"]
+    lines = [f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads, native bf16: "
+             f"{', '.join(m['bf16_units']) or 'none'}; torch {m['torch']}; measured {m['date']}. Every mode ran in "
+             "this one run, side by side; absolute times drift on a shared machine, ratios much less.", ""]  # fmt: skip
+    peak = modes.get("peak")
+    if peak:
+        lines += [f"Matmul peak (4096x4096, all threads): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, bf16 "
+                  f"{peak['bf16_gflops']:.0f} GFLOP/s ({peak['bf16_over_fp32']:.1f}x).", ""]  # fmt: skip
+    if any(k in modes for k in ("recipe-fp32", "dama-auto")):
+        lines += ["Training on 0.5 h of synthetic Welsh, cold encoder cache counted, no dev evaluation "
+                  "(samples/s = utterances x epochs / (cache + training seconds)):", "", *_training_rows(modes), ""]  # fmt: skip
+    step = modes.get("step")
+    if step and peak:
+        lines += ["One cached DAMA step (batch 8): FLOPs counted by torch.profiler (matmuls; attention uncounted, so "
+                  "a lower bound):", "", "| variant | s/step | GFLOP/step | GFLOP/s | of this precision's matmul peak |",
+                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for name, v in step.items():
+            if isinstance(v, dict):
+                top = peak["fp32_gflops"] if name == "no" else peak["bf16_gflops"]
+                lines.append(f"| {name} | {v['seconds_per_step']:.3f} | {v['gflop_per_step']:.0f} | "
+                             f"{v['achieved_gflops']:.0f} | {v['achieved_gflops'] / top:.0%} |")  # fmt: skip
+        lines.append("")
+    kv = modes.get("kv")
+    if kv:
+        lines += ["Frozen cross-attention K/V of a batch of 8 (6 layers x k,v over 1500 frames): "
+                  + "; ".join(f"{p}: recompute {v['recompute'] * 1000:.0f} ms, read from RAM "
+                              f"{v['gather_from_ram'] * 1000:.0f} ms ({v['cache_bytes_per_utterance'] / 2**20:.0f} MiB "
+                              "per utterance)" for p, v in kv.items() if isinstance(v, dict)) + ".", ""]  # fmt: skip
+    tr = modes.get("transcribe")
+    if tr:
+        lines += [f"Batched greedy transcription, {tr['utterances']} English test utterances "
+                  f"({tr['audio_seconds']:.0f} s of audio): real-time factor fp32 {tr['no']['real_time_factor']:.3f}, "
+                  f"bf16 {tr['bf16']['real_time_factor']:.3f} ({tr['rtf_ratio_fp32_over_bf16']:.1f}x); "
+                  f"identical transcripts {tr['identical_transcripts']}/{tr['utterances']}.", ""]  # fmt: skip
+    curve = sorted((v for k, v in modes.items() if k.startswith("curve-")), key=lambda v: v["hours"])
+    if "dama-auto" in modes:
+        curve = sorted([*curve, {**modes["dama-auto"], "hours": 0.5}], key=lambda v: v["hours"])
+    if curve:
+        lines += ["Cost curve, `dama train --method dama` (auto), cold cache + 3 epochs:", "",
+                  "| hours | utts | cache s | train s | total s |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for v in curve:
+            lines.append(f"| {v['hours']:g} | {v['utterances']} | {v['cache_seconds']:.0f} | {v['train_seconds']:.0f} | "
+                         f"{v['cache_seconds'] + v['train_seconds']:.0f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def benchmark_section(path: Path) -> str:
     data = json.loads(path.read_text())
     variant = "" if path.stem == "results" else f" ({path.stem.removeprefix('results-')})"
@@ -120,6 +188,8 @@ def benchmark_section(path: Path) -> str:
         return head + comparison_section(data)
     if "curves" in data:
         return head + probe_section(data, path.parent)
+    if "modes" in data:
+        return head + speed_section(data)
     return head + f"```json\n{json.dumps(data, indent=2)}\n```\n"
 
 

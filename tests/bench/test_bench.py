@@ -66,3 +66,23 @@ def test_bench_runs_cells_once_and_reports(tmp_path, capsys):
     assert main(["bench", str(config), "--work-dir", str(work), "--only", "__dama__"]) == 0
     assert (cells / "toy__dama__0.001h__seed0.json").stat().st_mtime_ns == stamp, "a finished cell was redone"
     assert (config.parent / "report" / "report.html").is_file()
+
+
+def test_a_precision_repeat_is_its_own_cell_and_its_own_report_row(tmp_path):
+    from dama_asr.report import aggregate, load_cell_results
+
+    path = _study(tmp_path)
+    config = yaml.safe_load(path.read_text())
+    config["train"]["precision"] = "no"
+    config["methods"] = {"lora": {"r": 2}}
+    config["extra_cells"] = [{"corpus": "toy", "method": "lora", "hours": 0.001, "precision": "bf16"}]
+    path.write_text(yaml.safe_dump(config))
+    ids = [c.id for c in load_study(path).cells()]
+    assert ids == ["toy__lora__0.001h__seed0", "toy__lora__0.001h__seed0__bf16"]
+    assert main(["bench", str(path), "--work-dir", str(tmp_path / "work")]) == 0
+    cells = path.parent / "cells"
+    fp32 = json.loads((cells / "toy__lora__0.001h__seed0.json").read_text())
+    bf16 = json.loads((cells / "toy__lora__0.001h__seed0__bf16.json").read_text())
+    assert fp32["cell"]["precision"] == "no" and bf16["cell"]["precision"] == "bf16"
+    rows = {a.method: a.seeds for a in aggregate(load_cell_results(path.parent))}
+    assert rows == {"lora": 1, "lora (bf16)": 1}  # never averaged together

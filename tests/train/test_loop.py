@@ -95,8 +95,9 @@ def test_corrupt_checkpoint_is_detected_and_the_previous_one_used(make_config, c
         train(make_config(output_dir=str(other.run_dir), checkpoint_every=1), resume=True)
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(make_config) -> None:
-    config = make_config(optim={"lr": 1e30}, checkpoint_every=1)
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(make_config, precision) -> None:
+    config = make_config(optim={"lr": 1e30}, checkpoint_every=1, precision=precision)
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step \d+.*step-0000000\d"):
         train(config)
     kept = list_checkpoints(config.run_dir / "checkpoints")
