@@ -52,7 +52,27 @@ def test_eval_writes_json_and_markdown(tmp_path, capsys):
     assert result["skipped"]["counts"] == {"empty reference": 1, "unreadable audio": 1}
     assert "missing.wav" in result["skipped"]["examples"]["unreadable audio"][0]
     assert out_json.with_suffix(".md").read_text().startswith("| language |")
-    assert "skipped 2 item(s)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "skipped 2 item(s)" in printed
+    assert result["precision"] in ("no", "bf16") and f"precision: {result['precision']}" in printed
+    # Forced float32 is what runs and what is recorded, whatever the hardware.
+    assert (
+        main(
+            [
+                "eval",
+                "--manifest",
+                str(manifest),
+                "--model",
+                str(model),
+                "--out",
+                str(out_json),
+                "--precision",
+                "no",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(out_json.read_text())["precision"] == "no"
 
 
 def test_unknown_model_is_a_clear_error(tmp_path, capsys):

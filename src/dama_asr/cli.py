@@ -110,6 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         reuse_encoder_outputs=args.encoder_cache,
     )
     print(markdown_table(result))
+    print(f"precision: {result['precision']} ({'float32' if result['precision'] == 'no' else 'autocast'})")
     if result["skipped"]["total"]:
         print(f"skipped {result['skipped']['total']} item(s): {dict(result['skipped']['counts'])}")
         for reason, examples in result["skipped"]["examples"].items():
