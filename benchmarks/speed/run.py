@@ -20,7 +20,9 @@ an empty encoder cache, so "cold cache counted" holds; no dev evaluation, so onl
                    1500 frames) against read back from an in-memory bf16 cache, at fp32 and bf16;
 - transcribe:      batched greedy transcription of test utterances, fp32 vs bf16: real-time factor and
                    how often the two agree word for word;
-- curve-<h>:       `dama train --method dama` (auto) at 0.1, 1 and 2 h: cold cache + 3 epochs.
+- curve-<h>:       `dama train --method dama` (auto) at 0.1, 1 and 2 h: cold cache + 3 epochs;
+- <mode>-memory:   re-measure a finished recipe or lora-encoder mode's peak RSS over its first steps.
+Peak memory is each child's own VmHWM (resident high-water mark), polled.
 Results: benchmarks/speed/results.json (with the machine), generated into docs/RESULTS.md.
 """
 
@@ -58,19 +60,35 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
 
 
+def _peak_rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def run_measured(command: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run a child; returns (result, wall seconds, its peak RSS in GiB from wait4)."""
+    """Run a child; returns (result, wall seconds, its peak RSS in GiB).
+
+    The peak is the child's own VmHWM, polled: wait4's ru_maxrss (and the child's own getrusage) start
+    from the parent's RSS at fork time, so a parent holding models would inflate every child's number.
+    """
     start = time.perf_counter()
+    peak = 0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(command, stdout=out, stderr=err, env=env, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+        while child.poll() is None:
+            peak = max(peak, _peak_rss_kib(child.pid))
+            time.sleep(0.2)
         wall = time.perf_counter() - start
         out.seek(0), err.seek(0)
         done = subprocess.CompletedProcess(command, child.returncode, out.read(), err.read())
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return done, wall, usage.ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+    return done, wall, peak / 2**20
 
 
 def cold_home(work: Path) -> Path:
@@ -95,6 +113,26 @@ def subset(language: str, hours: float, work: Path) -> Path:
 
 
 # ---- training modes -------------------------------------------------------------------------------
+def peak_memory_only(mode: str, manifest: Path, work: Path) -> float:
+    """Peak RSS (GiB) of a training mode over its first steps (where a training run peaks)."""
+    home = cold_home(work)
+    env = {**os.environ, "DAMA_HOME": str(home)}
+    try:
+        if mode.startswith("recipe"):
+            command = [sys.executable, str(ROOT / "benchmarks/reference_recipe/hf_recipe.py"), "--train", str(manifest),
+                       "--dev", str(manifest), "--epochs", "0.1", "--skip-eval", "--out", str(home / "recipe")]  # fmt: skip
+            command += ["--bf16"] if mode == "recipe-bf16" else []
+            env["DAMA_ALLOCATOR"] = "system"
+        else:
+            command = [sys.executable, "-m", "dama_asr.cli", "train", "--model", "whisper-base", "--train", str(manifest),
+                       "--dev", "", "--out", str(home / "run"), "--stop-after-steps", "6", "--no-progress", "--json",
+                       "--method", "lora", "--r", "32", "--alpha-policy", "fixed", "--alpha", "64", "--targets", "qv",
+                       "--encoder"]  # fmt: skip
+        return run_measured(command, env)[2]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def train_mode(mode: str, manifest: Path, work: Path, recipe_epochs: int) -> dict:
     from dama_asr.data.manifest import read_manifest
 
@@ -282,8 +320,17 @@ def main() -> None:
     manifest = subset("cy", args.hours, work)
     try:
         for mode in args.modes.split(","):
-            if mode not in ALL_MODES:
+            if mode.removesuffix("-memory") not in ALL_MODES:
                 raise SystemExit(f"unknown mode {mode!r}; choose from {', '.join(ALL_MODES)}")
+            if mode.endswith("-memory"):  # re-measure the peak of a finished mode (over its first steps)
+                base = mode.removesuffix("-memory")
+                results["modes"][base]["peak_rss_gib"] = peak_memory_only(base, manifest, work)
+                results["modes"][base]["peak_rss_measured"] = (
+                    "VmHWM over its first steps (separate short run)"
+                )
+                out.write_text(json.dumps(results, indent=2) + "\n")
+                print(f"{base}: peak {results['modes'][base]['peak_rss_gib']:.2f} GiB", flush=True)
+                continue
             if mode in results["modes"] and not args.redo:
                 print(f"{mode}: kept from an earlier run", flush=True)
                 continue

@@ -13,10 +13,28 @@ import torch
 log = logging.getLogger(__name__)
 
 
+def _vm_hwm_bytes() -> int:
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _ru_maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def peak_memory_bytes(device: torch.device) -> dict[str, int]:
-    """Peak resident memory of this process (CPU) and peak allocated CUDA memory (GPU)."""
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {"peak_rss_bytes": rss_kib * (1 if sys.platform == "darwin" else 1024)}
+    """Peak resident memory of this process (CPU) and peak allocated CUDA memory (GPU).
+
+    Linux: VmHWM of this process's memory. getrusage's ru_maxrss would do elsewhere, but after fork+exec
+    it starts from the parent's RSS (a launcher holding a model would inflate every child's number).
+    """
+    out = {"peak_rss_bytes": _vm_hwm_bytes() or _ru_maxrss_bytes()}
     if device.type == "cuda":
         out["peak_cuda_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
     return out
