@@ -11,6 +11,7 @@ an empty encoder cache, so "cold cache counted" holds; no dev evaluation, so onl
                    user runs it. Its cost per epoch is constant (nothing is cached), so it trains
                    `--recipe-epochs` epochs and its 3-epoch time is that rate times 3 (said in the result);
 - dama-fp32/auto:  `dama train --method dama --epochs 3` at --precision no / auto (cache build + 3 epochs);
+- dama-auto-kv:    the same with the frozen cross-attention K/V kept in RAM (--cross-kv-cache-gib -1);
 - lora-encoder:    `dama train --method lora --r 32 --alpha 64 --targets qv --encoder`: the recipe's
                    adapter placement in our engine (encoder adapted, so no cache), `--recipe-epochs` epochs;
 - step:            one cached DAMA step in-process: seconds per step, and its FLOPs counted by
@@ -41,7 +42,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-TRAIN_MODES = ("recipe-fp32", "recipe-bf16", "dama-fp32", "dama-auto", "lora-encoder")
+TRAIN_MODES = ("recipe-fp32", "recipe-bf16", "dama-fp32", "dama-auto", "dama-auto-kv", "lora-encoder")
 ALL_MODES = ("peak", "step", "kv", "transcribe", *TRAIN_MODES, "curve-0.1", "curve-1", "curve-2")
 
 
@@ -158,6 +159,8 @@ def train_mode(mode: str, manifest: Path, work: Path, recipe_epochs: int) -> dic
         adapter = (["--method", "lora", "--r", "32", "--alpha-policy", "fixed", "--alpha", "64", "--targets", "qv",
                     "--encoder"] if mode == "lora-encoder" else ["--method", "dama"])  # fmt: skip
         precision = "no" if mode == "dama-fp32" else "auto"
+        if mode == "dama-auto-kv":  # the frozen cross-attention K/V kept in RAM (a quarter of what is free)
+            adapter += ["--cross-kv-cache-gib", "-1"]
         command = [sys.executable, "-m", "dama_asr.cli", "train", "--model", "whisper-base", "--train", str(manifest),
                    "--dev", "", "--out", str(home / "run"), "--epochs", str(epochs), "--precision", precision,
                    "--no-progress", "--json", *adapter]  # fmt: skip

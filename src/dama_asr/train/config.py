@@ -117,7 +117,9 @@ class TrainConfig:
     the precision that ran.
     encoder_cache: reuse cached encoder outputs when the adapter leaves the encoder frozen.
     cross_kv_cache_gib: with the encoder cache, keep the frozen cross-attention keys/values of up to this
-    many GiB of utterances in RAM (-1 = a quarter of the available RAM on a CPU, none on a GPU; 0 = off).
+    many GiB of utterances in RAM (-1 = a quarter of the available RAM on a CPU, none on a GPU; 0 = off,
+    the default: at 18 MB per utterance it saves about a fifth of a cached bf16 step, and memory matters
+    more on the machines this runs on; benchmarks/speed/ measures both).
     length_grouped: batches of similar transcript length (sorted within shuffled mega-batches).
     checkpoint_every: optimizer steps between checkpoints (0 = end of each epoch only); the last
     `keep_checkpoints` are kept.  stop_after_steps: stop (with a checkpoint) after this many optimizer
@@ -139,7 +141,7 @@ class TrainConfig:
     length_grouped: bool = True
     mega_batch_factor: int = 50
     encoder_cache: bool = True
-    cross_kv_cache_gib: float = -1.0
+    cross_kv_cache_gib: float = 0.0
     prompt_loss: bool = False
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
