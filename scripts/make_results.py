@@ -114,9 +114,8 @@ def _training_rows(modes: dict) -> list[str]:
     base = {k: modes[k]["samples_per_second"] for k in ("recipe-fp32", "recipe-bf16") if k in modes}
     rows = ["| mode | precision | allocator | utts | epochs run | cache s | train s | 3 epochs s | samples/s | "
             "x recipe fp32 | x recipe bf16 | peak RSS GiB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    names = [
-        m for m in ("recipe-fp32", "recipe-bf16", "lora-encoder", "dama-fp32", "dama-auto") if m in modes
-    ]
+    order = ("recipe-fp32", "recipe-bf16", "lora-encoder", "dama-fp32", "dama-auto", "dama-auto-kv")
+    names = [m for m in order if m in modes]
     for name in names:
         m = modes[name]
         ratio = {k: f"{m['samples_per_second'] / v:.1f}" for k, v in base.items()}
@@ -134,15 +133,18 @@ def _training_rows(modes: dict) -> list[str]:
 def speed_section(data: dict) -> str:
     m, modes = data["machine"], data["modes"]
     lines = [f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads, native bf16: "
-             f"{', '.join(m['bf16_units']) or 'none'}; torch {m['torch']}; measured {m['date']}. Every mode ran in "
-             "this one run, side by side; absolute times drift on a shared machine, ratios much less.", ""]  # fmt: skip
+             f"{', '.join(m['bf16_units']) or 'none'}; torch {m['torch']}; measured {m['date']}. The modes ran "
+             "one at a time in one session on this machine; absolute times drift on a shared machine, ratios much "
+             "less.", "", *(f"- {n}" for n in data.get("notes", [])), ""]  # fmt: skip
     peak = modes.get("peak")
     if peak:
         lines += [f"Matmul peak (4096x4096, all threads): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, bf16 "
                   f"{peak['bf16_gflops']:.0f} GFLOP/s ({peak['bf16_over_fp32']:.1f}x).", ""]  # fmt: skip
     if any(k in modes for k in ("recipe-fp32", "dama-auto")):
         lines += ["Training on 0.5 h of synthetic Welsh, cold encoder cache counted, no dev evaluation "
-                  "(samples/s = utterances x epochs / (cache + training seconds)):", "", *_training_rows(modes), ""]  # fmt: skip
+                  "(samples/s = utterances x epochs / (cache + training seconds)). Peak RSS is each process's VmHWM; for "
+                  "the recipe and lora-encoder modes it was re-measured over their first steps in a short run:", "",
+                  *_training_rows(modes), ""]  # fmt: skip
     step = modes.get("step")
     if step and peak:
         lines += ["One cached DAMA step (batch 8): FLOPs counted by torch.profiler (matmuls; attention uncounted, so "

@@ -208,12 +208,13 @@ def cached_step(manifest: Path, work: Path) -> dict:
     for precision, stored_kv in (("no", False), ("bf16", False), ("bf16", True)):
         config = TrainConfig.from_dict({"model": "whisper-base", "train": str(manifest), "dev": "",
                                         "output_dir": str(work / f"step-{precision}-{time.time_ns()}"),
-                                        "adapter": {"method": "dama"}, "precision": precision, "progress_bar": False})  # fmt: skip
+                                        "adapter": {"method": "dama"}, "precision": precision, "progress_bar": False,
+                                        "cross_kv_cache_gib": -1.0 if stored_kv else 0.0})  # fmt: skip
         trainer = Trainer(config)
         examples = trainer.data.examples
         trainer.cache, _, _ = build_encoder_cache(trainer.accelerator, trainer.backbone, examples, 8)
-        if stored_kv:
-            trainer.cross_kv = build_cross_kv(config, trainer.model, trainer.cache, examples, precision)
+        trainer.cross_kv = build_cross_kv(config, trainer.model, trainer.cache, examples, precision)
+        assert (trainer.cross_kv is not None) == stored_kv
         micro = global_micro_batches(config, trainer.data.lengths, 1, 0)[:12]
         trainer._optimizer_step([micro[0]])  # warm-up
         start = time.perf_counter()
