@@ -149,7 +149,8 @@ def markdown_tables(aggs: list[Aggregate]) -> str:
             lines.append("|---|---:|" + "---:|" * len(hours) + "---:|")
             for method in sorted(
                 {a.method for a in group},
-                key=lambda m: next(a.trainable_parameters for a in group if a.method == m),
+                # by size, ties by name: the same table on every run (set order is not)
+                key=lambda m: (next(a.trainable_parameters for a in group if a.method == m), m),
             ):
                 cells = {a.hours: a for a in group if a.method == method}
                 row = " | ".join(
