@@ -61,28 +61,20 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
 
 
-def _peak_rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def run_measured(command: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float, float]:
     """Run a child; returns (result, wall seconds, its peak RSS in GiB).
 
     The peak is the child's own VmHWM, polled: wait4's ru_maxrss (and the child's own getrusage) start
     from the parent's RSS at fork time, so a parent holding models would inflate every child's number.
     """
+    from dama_asr.train.metrics_log import proc_kib
+
     start = time.perf_counter()
     peak = 0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(command, stdout=out, stderr=err, env=env, text=True)
         while child.poll() is None:
-            peak = max(peak, _peak_rss_kib(child.pid))
+            peak = max(peak, proc_kib(f"/proc/{child.pid}/status", "VmHWM"))
             time.sleep(0.2)
         wall = time.perf_counter() - start
         out.seek(0), err.seek(0)

@@ -24,19 +24,9 @@ import torch
 from torch import nn
 
 from dama_asr.adapters.methods import base_model_of
+from dama_asr.train.metrics_log import proc_kib
 
 log = logging.getLogger(__name__)
-
-
-def _meminfo_available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def budget_bytes(gib: float, device: torch.device) -> int:
@@ -46,8 +36,7 @@ def budget_bytes(gib: float, device: torch.device) -> int:
         return int(gib * 2**30)
     if device.type != "cpu":
         return 0
-    available = _meminfo_available_bytes()
-    return available // 4 if available else 0
+    return proc_kib("/proc/meminfo", "MemAvailable") * 1024 // 4
 
 
 class _Stored(nn.Module):

@@ -13,15 +13,20 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def _vm_hwm_bytes() -> int:
+def proc_kib(path: str, field: str) -> int:
+    """A `field:  N kB` line of a Linux /proc file (status, meminfo) in KiB; 0 where there is none."""
     try:
-        with open("/proc/self/status", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def _vm_hwm_bytes() -> int:
+    return proc_kib("/proc/self/status", "VmHWM") * 1024
 
 
 def _ru_maxrss_bytes() -> int:
