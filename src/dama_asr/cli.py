@@ -9,6 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
+from dama_asr.errors import DamaError, describe_os_error
+
 # Modules that add verbs of their own: each has `register(subparsers)`.
 COMMAND_MODULES = (
     "dama_asr.data.commands",
@@ -19,32 +21,8 @@ COMMAND_MODULES = (
 )
 
 
-class UserError(Exception):
-    """An error whose message is the whole story: printed without a traceback."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from dama_asr.adapters.config import AdapterConfigError
-    from dama_asr.backbone.embedded import EmbeddedModelMissing
-    from dama_asr.backbone.loading import BackboneError
-    from dama_asr.data.audio import AudioError
-    from dama_asr.data.debian import DebianPackageError
-    from dama_asr.data.espeak import EspeakError
-    from dama_asr.data.manifest import ManifestError
-    from dama_asr.languages import UnknownLanguageError
-
-    return (
-        UserError,
-        AdapterConfigError,
-        BackboneError,
-        EmbeddedModelMissing,
-        AudioError,
-        DebianPackageError,
-        ManifestError,
-        UnknownLanguageError,
-        EspeakError,
-        FileNotFoundError,
-    )
+class UserError(DamaError):
+    """A user error raised by the CLI layer itself (kept as a name: commands import it from here)."""
 
 
 def _load(args: argparse.Namespace):
@@ -210,9 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         transformers.logging.set_verbosity_error()
     try:
         args.func(args)
-    except _user_errors() as err:
+    except DamaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        message = describe_os_error(err)
+        if message is None:
+            raise  # not something the user can act on: keep the traceback for the bug report
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept (rerun the same command to resume)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from functools import cache
 
+from dama_asr.errors import DamaError
+
 # Cantonese ("yue") exists only from large-v3 on; every other code is known to all multilingual sizes.
 LARGE_V3_ONLY = frozenset({"yue"})
 
 
-class UnknownLanguageError(ValueError):
+class UnknownLanguageError(DamaError, ValueError):
     pass
 
 

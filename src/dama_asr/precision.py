@@ -24,6 +24,8 @@ from functools import cache
 import torch
 from torch import nn
 
+from dama_asr.errors import DamaError
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -33,7 +35,7 @@ _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class PrecisionError(ValueError):
+class PrecisionError(DamaError, ValueError):
     """An unknown precision name."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from dama_asr.errors import DamaError
+
 # Short names of the linear maps in one Whisper layer, as transformers names them.
 DECODER_LINEARS = (
     "self_attn.q_proj",
@@ -48,7 +50,7 @@ METHODS = (
 )
 
 
-class AdapterConfigError(ValueError):
+class AdapterConfigError(DamaError, ValueError):
     """A configuration that cannot work; the message names the field."""
 
 

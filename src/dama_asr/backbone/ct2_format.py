@@ -15,11 +15,13 @@ from typing import BinaryIO
 
 import numpy as np
 
+from dama_asr.errors import DamaError
+
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 _BF16 = 5
 
 
-class CTranslate2FormatError(ValueError):
+class CTranslate2FormatError(DamaError, ValueError):
     """The file is not a readable CTranslate2 model (truncated, corrupt or another version)."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from dama_asr.atomic import atomic_dir, atomic_write_text, file_lock
 from dama_asr.backbone.convert_ct2 import convert_ctranslate2_whisper
 from dama_asr.backbone.ct2_format import read_ctranslate2_model
+from dama_asr.errors import DamaError
 from dama_asr.paths import dama_home
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ CONVERSION_VERSION = 1
 MARKER = "COMPLETE.json"
 
 
-class EmbeddedModelMissing(RuntimeError):
+class EmbeddedModelMissing(DamaError, RuntimeError):
     pass
 
 

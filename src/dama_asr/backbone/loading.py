@@ -10,6 +10,7 @@ import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from dama_asr.backbone.configs import KNOWN_SIZES
+from dama_asr.errors import DamaError
 from dama_asr.languages import model_languages
 from dama_asr.precision import autocast, hold_frozen_weights, resolve_precision
 
@@ -20,7 +21,7 @@ TINY_RANDOM = "tiny-random"
 BUILTIN_NAMES = (EMBEDDED, TINY_RANDOM)
 
 
-class BackboneError(RuntimeError):
+class BackboneError(DamaError, RuntimeError):
     pass
 
 

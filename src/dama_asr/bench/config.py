@@ -25,8 +25,10 @@ from pathlib import Path
 
 import yaml
 
+from dama_asr.errors import DamaError
 
-class StudyConfigError(ValueError):
+
+class StudyConfigError(DamaError, ValueError):
     pass
 
 

@@ -8,11 +8,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from dama_asr.errors import DamaError
+
 SAMPLE_RATE = 16_000
 MAX_SECONDS = 30.0  # Whisper's input window
 
 
-class AudioError(ValueError):
+class AudioError(DamaError, ValueError):
     """An audio file that cannot be used; the message names the file and what to do."""
 
 

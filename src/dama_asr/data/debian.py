@@ -11,10 +11,11 @@ import subprocess
 from pathlib import Path
 
 from dama_asr.atomic import atomic_dir, file_lock
+from dama_asr.errors import DamaError
 from dama_asr.paths import dama_home
 
 
-class DebianPackageError(RuntimeError):
+class DebianPackageError(DamaError, RuntimeError):
     """A package could not be downloaded or unpacked; the message says what to try."""
 
 

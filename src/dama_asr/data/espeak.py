@@ -6,8 +6,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from dama_asr.errors import DamaError
 
-class EspeakError(RuntimeError):
+
+class EspeakError(DamaError, RuntimeError):
     pass
 
 

@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from dama_asr.atomic import atomic_write_text
+from dama_asr.errors import DamaError
 
 SPLITS = ("train", "dev", "test")
 
 
-class ManifestError(ValueError):
+class ManifestError(DamaError, ValueError):
     pass
 
 

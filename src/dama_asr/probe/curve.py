@@ -15,10 +15,12 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from dama_asr.errors import DamaError
+
 DEFAULT_THETAS = (0.3, 0.7)
 
 
-class ProbeError(ValueError):
+class ProbeError(DamaError, ValueError):
     """Input that cannot be probed; the message says what is missing."""
 
 

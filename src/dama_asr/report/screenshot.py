@@ -7,8 +7,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from dama_asr.errors import DamaError
 
-class ChromiumMissing(RuntimeError):
+
+class ChromiumMissing(DamaError, RuntimeError):
     pass
 
 

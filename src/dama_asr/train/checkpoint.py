@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dama_asr.atomic import atomic_dir, atomic_write_text
+from dama_asr.errors import DamaError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ MANIFEST = "checkpoint.json"
 FORMAT = "dama-train-checkpoint"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(DamaError, RuntimeError):
     """No usable checkpoint; the message says which ones were tried and why they failed."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from dama_asr.adapters import AdapterConfig, AdapterConfigError
+from dama_asr.errors import DamaError
 from dama_asr.precision import PRECISIONS
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -30,7 +31,7 @@ SCHEDULES = ("linear", "cosine", "constant")
 RUN_CONTROL_FIELDS = frozenset({"stop_after_steps", "progress_bar"})
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(DamaError, ValueError):
     """A training configuration that cannot work; the message names the field."""
 
 

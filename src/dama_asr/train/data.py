@@ -24,6 +24,7 @@ import torch
 
 from dama_asr.data.audio import AudioError, load_audio
 from dama_asr.data.manifest import Utterance
+from dama_asr.errors import DamaError
 from dama_asr.evaluate import SkippedItems
 from dama_asr.languages import UnknownLanguageError, language_token, normalise_language
 
@@ -33,7 +34,7 @@ IGNORE_INDEX = -100
 PROMPT_LENGTH = 4  # <|sot|> <|xx|> <|transcribe|> <|notimestamps|>
 
 
-class TrainDataError(ValueError):
+class TrainDataError(DamaError, ValueError):
     """Training data that cannot be used; the message names the item or the manifest."""
 
 
