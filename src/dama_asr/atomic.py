@@ -3,25 +3,84 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or create inside `folder` durable (POSIX needs the directory itself synced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (and Windows) do not sync directories
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        elif path.is_dir():
+            fsync_dir(path)
+    fsync_dir(folder)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2); False where the system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    ok = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0
+    return ok  # EINVAL/ENOSYS (file system or kernel without it): the caller falls back
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a scratch folder next to `final`; on success it replaces `final` in one rename."""
+    """Yield a scratch folder next to `final`; on success it replaces `final` in one step.
+
+    The scratch files are fsynced first, so after a crash (even a power cut) `final` is either the old
+    folder or the complete new one. An existing `final` is swapped out atomically where Linux allows
+    (`renameat2(RENAME_EXCHANGE)`), else renamed aside just before the new one is renamed in, and only
+    then deleted: there is no moment without a `final` to read (`best/` of a run that is killed while
+    saving a better adapter).
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         yield scratch
         scratch.chmod(0o755)  # mkdtemp makes it private; the final folder should not be
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(scratch, final)
+        _fsync_tree(scratch)
+        if final.exists() and _exchange(scratch, final):
+            pass  # `scratch` now holds the old folder, removed below
+        elif final.exists():
+            aside = final.with_name(f".{final.name}.old-{os.getpid()}")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
+            os.replace(scratch, final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(scratch, final)
+        fsync_dir(final.parent)
     finally:
         if scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
@@ -36,6 +95,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -2,12 +2,16 @@
 
     <run>/checkpoints/step-00000120/
         trainable.safetensors   every parameter with requires_grad, by name
-        optimizer.pt  scheduler.pt  rng.pt
-        state.json              epoch, step, position in the epoch's batch order, best dev WER, history
+        optimizer.{safetensors,json}  scheduler.{safetensors,json}
+        rng.{safetensors,json}  the RNG states of every process (python, numpy, torch, cuda), by rank
+        state.json              epoch, step, position in the epoch's batch order, best dev WER, history,
+                                world size and global batch (checked on resume)
         checkpoint.json         written last: size and sha256 of every file above
 
-A checkpoint folder appears in one rename (dama_asr.atomic.atomic_dir), so it is complete or absent;
-checkpoint.json catches what happens afterwards (a truncated copy, a file edited by hand).
+Nothing in a checkpoint is a pickle (see `dama_asr.train.state_io`): resuming a forged checkpoint
+cannot run code. A checkpoint folder appears in one rename (dama_asr.atomic.atomic_dir), so it is
+complete or absent; checkpoint.json catches what happens afterwards (a truncated copy, a file edited
+by hand).
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ from torch import nn
 
 from dama_asr.atomic import atomic_dir, atomic_write_text
 from dama_asr.errors import DamaError
+from dama_asr.faults import crash_point
+from dama_asr.train.state_io import StateFileError, load_state, save_state
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "checkpoint.json"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin")
 FORMAT = "dama-train-checkpoint"
 
 
@@ -42,15 +49,30 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's RNG states, in types `state_io` saves without pickling."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": keys,
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["kind"], npy["keys"], npy["pos"], npy["has_gauss"], npy["cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -65,17 +87,27 @@ def _sha256(path: Path) -> str:
 
 
 def save_checkpoint(
-    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, state: dict
+    folder: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    state: dict,
+    rng_states: list[dict] | None = None,
 ) -> Path:
-    """Write one checkpoint atomically (call on the main process only)."""
+    """Write one checkpoint atomically (call on the main process only).
+
+    `rng_states`: every process's `rng_state()`, by rank (gathered by the caller); default: this one's.
+    """
     with atomic_dir(folder) as scratch:
         save_file(trainable_state(model), str(scratch / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), scratch / "optimizer.pt")
-        torch.save(scheduler.state_dict(), scratch / "scheduler.pt")
-        torch.save(rng_state(), scratch / "rng.pt")
-        atomic_write_text(scratch / "state.json", json.dumps(state, indent=2))
+        crash_point("checkpoint-write")
+        save_state(optimizer.state_dict(), scratch, "optimizer")
+        save_state(scheduler.state_dict(), scratch, "scheduler")
+        save_state({"ranks": rng_states or [rng_state()]}, scratch, "rng")
+        atomic_write_text(scratch / "state.json", json.dumps(state, indent=2, allow_nan=False))
         files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(scratch.iterdir())}
         atomic_write_text(scratch / MANIFEST, json.dumps({"format": FORMAT, "files": files}, indent=2))
+        crash_point("checkpoint-rename")
     return folder
 
 
@@ -89,6 +121,14 @@ def verify_checkpoint(folder: Path) -> dict:
         raise CheckpointError(f"{folder}/{MANIFEST}: not valid JSON ({err.msg})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{folder}: {MANIFEST} is not a dama checkpoint manifest")
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        # Older versions wrote torch.save pickles; loading one can run arbitrary code, whoever wrote it.
+        raise CheckpointError(
+            f"{folder}: holds {', '.join(pickles)}, a pickle, which dama no longer loads (unpickling a file "
+            "can run code; this one may be from an older dama or forged). Delete this checkpoint folder to "
+            "resume from an earlier one, or start the run again"
+        )
     for name, expected in manifest["files"].items():
         path = folder / name
         if not path.is_file():
@@ -130,8 +170,10 @@ def latest_good_checkpoint(checkpoint_dir: Path) -> tuple[Path, dict]:
     raise CheckpointError(f"no checkpoint under {checkpoint_dir}: nothing to resume")
 
 
-def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> None:
-    """Restore weights, optimizer, scheduler and RNG states (after `verify_checkpoint`)."""
+def load_checkpoint(
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, rank: int = 0
+) -> None:
+    """Restore weights, optimizer, scheduler and this rank's RNG states (after `verify_checkpoint`)."""
     weights = load_file(str(folder / "trainable.safetensors"))
     params = dict(model.named_parameters())
     wrong = sorted(set(weights) ^ {n for n, p in params.items() if p.requires_grad})
@@ -140,9 +182,19 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+    try:
+        optimizer.load_state_dict(load_state(folder, "optimizer"))
+        scheduler.load_state_dict(load_state(folder, "scheduler"))
+        ranks = load_state(folder, "rng")["ranks"]
+    except StateFileError as err:
+        raise CheckpointError(str(err)) from None
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"{folder}: optimizer or scheduler state does not fit this run ({err})"
+        ) from None
+    if rank >= len(ranks):
+        raise CheckpointError(f"{folder}: holds RNG states for {len(ranks)} process(es), not for rank {rank}")
+    set_rng_state(ranks[rank])
 
 
 def prune_checkpoints(checkpoint_dir: Path, keep: int) -> None:

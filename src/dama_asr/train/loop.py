@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -25,11 +25,14 @@ from dama_asr.allocator import active_allocator
 from dama_asr.atomic import atomic_write_text
 from dama_asr.backbone.loading import Backbone, load_backbone
 from dama_asr.evaluate import evaluate_items
+from dama_asr.faults import crash_point
+from dama_asr.locks import FolderLock
 from dama_asr.train.checkpoint import (
     latest_good_checkpoint,
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    rng_state,
     save_checkpoint,
 )
 from dama_asr.train.config import TrainConfig, TrainConfigError, config_differences, load_recipe
@@ -67,6 +70,20 @@ class Trainer:
         self.accelerator: Accelerator = make_accelerator(config)
         self.run_dir = config.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
+        # One process per run folder: a second `dama train --out` here would prune this one's checkpoints.
+        self._lock = FolderLock(self.run_dir, "training run").acquire() if self.is_main else None
+        try:
+            self._setup(config, resume)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _setup(self, config: TrainConfig, resume: bool) -> None:
         self._check_run_dir(resume)
         self.backbone = load_backbone(config.model, device="cpu", precision="no")
         # What runs is the accelerator's resolution of config.precision for its device ('auto' -> bf16 or no).
@@ -81,12 +98,20 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * config.optim.epochs
         self.optimizer = make_optimizer(model, config.optim)
         self.scheduler = make_scheduler(self.optimizer, config.optim, self.total_steps)
+        global_batch = config.optim.batch_size * config.optim.grad_accum * self.world
         self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_wer": None, "best_epoch": None,
-                      "bad_epochs": 0, "history": [], "epoch_seconds": [], "cache_seconds": 0.0}  # fmt: skip
+                      "bad_epochs": 0, "history": [], "epoch_seconds": [], "cache_seconds": 0.0,
+                      # The unfinished epoch's step losses and training time, so that a resumed epoch
+                      # reports the mean over all its steps, not only those after the restart.
+                      "epoch_losses": [], "epoch_train_seconds": 0.0,
+                      "world_size": self.world, "global_batch": global_batch}  # fmt: skip
         self.resumed_from: Path | None = None
         if resume:
             self.resumed_from, self.state = latest_good_checkpoint(self.ckpt_dir)
-            load_checkpoint(self.resumed_from, model, self.optimizer, self.scheduler)
+            self._check_world(self.state, global_batch)
+            load_checkpoint(
+                self.resumed_from, model, self.optimizer, self.scheduler, self.accelerator.process_index
+            )
         self.trainable = trainable_parameter_count(model)
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         self.log = MetricsLog(Path(config.log_dir) if config.log_dir else self.run_dir, self.is_main)
@@ -98,6 +123,16 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
+
+    def _check_world(self, saved: dict, global_batch: int) -> None:
+        """Another process count changes batch composition and the schedule: refuse, do not drift."""
+        world, batch = saved.get("world_size", 1), saved.get("global_batch", global_batch)
+        if world != self.world or batch != global_batch:
+            raise TrainConfigError(
+                f"--resume: {self.resumed_from} was trained by {world} process(es) with a global batch of "
+                f"{batch}; this launch has {self.world} process(es) and a global batch of {global_batch}. "
+                f"Resume with the same number of processes (accelerate launch --num_processes {world})"
+            )
 
     def _check_run_dir(self, resume: bool) -> None:
         saved = self.run_dir / "config.yaml"
@@ -176,6 +211,7 @@ class Trainer:
         if not math.isfinite(grad_norm) and self.precision != "fp16":
             self._diverged(f"gradient norm is {grad_norm}")
         lr = self.scheduler.get_last_lr()[0]
+        crash_point("step")  # gradients computed, weights not yet updated
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -193,10 +229,12 @@ class Trainer:
 
     # ---- epochs, evaluation, checkpoints ---------------------------------------------------------
     def _save_checkpoint(self) -> None:
+        rng_states = gather_object([rng_state()]) if self.world > 1 else [rng_state()]  # by rank
         if self.is_main:
             folder = self.ckpt_dir / f"step-{self.state['global_step']:08d}"
             unwrapped = self.accelerator.unwrap_model(self.model)
-            save_checkpoint(folder, unwrapped, self.optimizer, self.scheduler, self.state)
+            save_checkpoint(folder, unwrapped, self.optimizer, self.scheduler, self.state, rng_states)
+            crash_point("after-checkpoint")
             prune_checkpoints(self.ckpt_dir, self.config.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
@@ -223,6 +261,7 @@ class Trainer:
                 reuse_encoder_outputs=self.cache is not None,
             )  # fmt: skip
         unwrapped.train()
+        crash_point("dev-eval")  # evaluated, nothing recorded yet
         overall = result["by_language"]["all"]
         wer, cer = overall[ev.normaliser]["wer"], overall[ev.normaliser]["cer"]
         result.pop("utterances")
@@ -253,6 +292,7 @@ class Trainer:
             if state["best_wer"] is None or wer < state["best_wer"]:
                 state["best_wer"], state["best_epoch"], state["bad_epochs"] = wer, epoch + 1, 0
                 if self.is_main:
+                    crash_point("best-save")
                     save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter,
                                  self.run_dir / "best", base_model=self.config.model)  # fmt: skip
             else:
@@ -260,6 +300,7 @@ class Trainer:
                 patience = self.config.eval.patience
                 stop = bool(patience) and state["bad_epochs"] >= patience
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+        state["epoch_losses"], state["epoch_train_seconds"] = [], 0.0
         state["stopped_early"] = stop
         return stop
 
@@ -267,13 +308,14 @@ class Trainer:
         """Returns the step losses and whether stop_after_steps was reached."""
         accum = self.config.optim.grad_accum
         micro = global_micro_batches(self.config, self.data.lengths, self.world, epoch)
-        losses = []
+        losses = self.state.setdefault("epoch_losses", [])
         for step_in_epoch in range(self.state["step_in_epoch"], self.steps_per_epoch):
             start = time.perf_counter()
             metrics = self._optimizer_step(micro[step_in_epoch * accum : (step_in_epoch + 1) * accum])
             seconds = time.perf_counter() - start
             self.state["global_step"] += 1
             self.state["step_in_epoch"] = step_in_epoch + 1
+            self.state["epoch_train_seconds"] = self.state.get("epoch_train_seconds", 0.0) + seconds
             losses.append(metrics["loss"])
             step = self.state["global_step"]
             record = {"kind": "train", "step": step, "epoch": epoch + (step_in_epoch + 1) / self.steps_per_epoch,
@@ -318,9 +360,8 @@ class Trainer:
             first_epoch = self.config.optim.epochs if self.state.get("stopped_early") else self.state["epoch"]
             early = bool(self.state.get("stopped_early"))
             for epoch in range(first_epoch, self.config.optim.epochs):
-                t0 = time.perf_counter()
                 losses, stopped = self._train_epoch(epoch, bar)
-                seconds = time.perf_counter() - t0
+                losses, seconds = list(losses), self.state["epoch_train_seconds"]
                 if stopped and self.state["step_in_epoch"] < self.steps_per_epoch:
                     break
                 early = self._end_epoch(epoch, seconds, cache_seconds, losses)
@@ -337,6 +378,7 @@ class Trainer:
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         self.accelerator.wait_for_everyone()
         self.log.close()
+        self.release()
         return summary
 
     def _summary(self, seconds: float, stopped: bool, early: bool) -> dict:
@@ -380,4 +422,8 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     The run folder gets config.yaml, train_log.jsonl, tensorboard/, checkpoints/, eval/, best/ (the
     best dev-WER adapter), final/ and summary.json.
     """
-    return Trainer(config, resume=resume).run()
+    trainer = Trainer(config, resume=resume)
+    try:
+        return trainer.run()
+    finally:
+        trainer.release()

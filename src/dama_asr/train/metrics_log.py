@@ -10,6 +10,9 @@ from pathlib import Path
 
 import torch
 
+from dama_asr.atomic import atomic_write_text
+from dama_asr.faults import crash_point
+
 log = logging.getLogger(__name__)
 
 
@@ -66,8 +69,12 @@ class MetricsLog:
     def write(self, record: dict, step: int) -> None:
         if not self.enabled:
             return
+        line = json.dumps(record, allow_nan=False) + "\n"
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(line[: len(line) // 2])
+            f.flush()
+            crash_point("log-write")  # leaves a torn last line, as a kill mid-write would
+            f.write(line[len(line) // 2 :])
         if self._writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -77,17 +84,30 @@ class MetricsLog:
         """On resume: drop records past the checkpoint's step (they will be written again)."""
         if not self.enabled or not self.path.is_file():
             return
-        kept = [
-            line for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]  # fmt: skip
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = [line for line, record in _parsed_lines(self.path) if record.get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
 
 
+def _parsed_lines(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) of every line that parses; a torn line (a process killed mid-write) is dropped
+    with a warning instead of failing `--resume` on a JSONDecodeError."""
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s line %d is torn (a process stopped mid-write); dropped", path, number)
+            continue
+        if isinstance(record, dict):
+            out.append((line, record))
+    return out
+
+
 def read_log(path: Path, kind: str = "train") -> list[dict]:
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in records if r.get("kind", "train") == kind]
+    return [r for _, r in _parsed_lines(path) if r.get("kind", "train") == kind]

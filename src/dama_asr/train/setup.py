@@ -18,6 +18,7 @@ from dama_asr.adapters import apply_adapter, base_model_of
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.manifest import Utterance, read_manifest
 from dama_asr.evaluate import SkippedItems
+from dama_asr.faults import crash_point
 from dama_asr.languages import normalise_language
 from dama_asr.precision import compute_dtype, hold_frozen_weights, resolve_precision
 from dama_asr.train.config import OptimConfig, TrainConfig
@@ -141,6 +142,14 @@ def global_micro_batches(
     return [b for b in batches if len(b) >= world_size]
 
 
+def _with_crash_point(update):
+    def on_batch(n: int) -> None:
+        update(n)
+        crash_point("encoder-cache")  # some utterances encoded and stored, others not yet
+
+    return on_batch
+
+
 def build_encoder_cache(
     accelerator: Accelerator, backbone: Backbone, examples: Sequence[Example], batch_size: int
 ) -> tuple[EncoderCache, float, int]:
@@ -163,7 +172,12 @@ def build_encoder_cache(
         total=len(mine), desc="encoder cache", unit="utt", disable=not accelerator.is_main_process
     ) as bar:
         _, seconds = fill_cache(
-            cache, [i for _, i in mine], [k for k, _ in mine], encode, batch_size, on_batch=bar.update
+            cache,
+            [i for _, i in mine],
+            [k for k, _ in mine],
+            encode,
+            batch_size,
+            on_batch=_with_crash_point(bar.update),
         )
     accelerator.wait_for_everyone()
     cache.reload()
