@@ -1,7 +1,9 @@
-"""Generate docs/RESULTS.md (and its plots) from the committed study results under benchmarks/.
+"""Generate docs/RESULTS.md (and its plots) from the committed study results under benchmarks/, and
+the tables of the hand-written pages (docs/STUDY.md) between their `<!-- generated:... -->` markers.
 
-Run: .venv/bin/python scripts/make_results.py
-Nothing in docs/RESULTS.md is typed by hand: edit the studies' configs or rerun them instead.
+Run: .venv/bin/python scripts/make_results.py   (--check: exit 1 if a page's tables are out of date)
+Nothing in docs/RESULTS.md, nor in a generated block, is typed by hand: edit the studies' configs or
+rerun them instead; the prose around the blocks is hand-written and must be re-read against them.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 from dama_asr.report import build_report
+from dama_asr.report.results import fill_generated
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGES = ("docs/STUDY.md",)  # hand-written readings whose tables are generated blocks
 
 
 def study_section(study: Path, docs: Path) -> str:
@@ -195,7 +200,26 @@ def benchmark_section(path: Path) -> str:
     return head + f"```json\n{json.dumps(data, indent=2)}\n```\n"
 
 
+def refresh_pages(check: bool = False) -> list[str]:
+    """Rewrite the generated blocks of PAGES from the cells; the pages that changed (with check:
+    would change, and nothing is written)."""
+    changed = []
+    for page in PAGES:
+        path = ROOT / page
+        text = path.read_text(encoding="utf-8")
+        filled = fill_generated(text, ROOT, where=page)
+        if filled != text:
+            changed.append(page)
+            if not check:
+                path.write_text(filled, encoding="utf-8")
+    return changed
+
+
 def main() -> None:
+    if "--check" in sys.argv[1:]:
+        stale = refresh_pages(check=True)
+        print(f"out of date: {', '.join(stale)}" if stale else "generated tables are up to date")
+        sys.exit(1 if stale else 0)
     os.chdir(ROOT)
     docs = ROOT / "docs"
     studies = sorted(p.parent for p in ROOT.glob("benchmarks/*/cells") if any(p.glob("*__*.json")))
@@ -210,6 +234,8 @@ def main() -> None:
     text = header + "\n".join(sections) + ("\n## Benchmarks\n\n" + "\n".join(extras) if extras else "")
     (docs / "RESULTS.md").write_text(text)
     print(f"wrote {docs / 'RESULTS.md'} ({len(studies)} studies, {len(extras)} benchmark files)")
+    for page in refresh_pages():
+        print(f"rewrote the generated tables of {page}; re-read its prose against them")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ from dama_asr.atomic import atomic_dir
 from dama_asr.locks import LOCK_NAME, AlreadyRunning, FolderLock
 
 
-def test_replacing_a_folder_keeps_it_readable_when_the_old_copy_cannot_be_deleted(tmp_path, monkeypatch) -> None:
+def test_replacing_a_folder_keeps_it_readable_when_the_old_copy_cannot_be_deleted(
+    tmp_path, monkeypatch
+) -> None:
     best = tmp_path / "best"
     with atomic_dir(best) as scratch:
         (scratch / "w").write_text("old")

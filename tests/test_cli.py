@@ -46,7 +46,10 @@ def test_eval_writes_json_and_markdown(tmp_path, capsys):
         )
     model = save_tiny_whisper(tmp_path / "model")
     out_json = tmp_path / "res.json"
-    assert main(["eval", "--manifest", str(manifest), "--model", str(model), "--out", str(out_json)]) == 0
+    args = ["eval", "--manifest", str(manifest), "--model", str(model), "--out", str(out_json)]
+    assert main(args) == 2  # strict by default: a skipped item is an error
+    assert "--max-skipped" in capsys.readouterr().err and not out_json.exists()
+    assert main([*args, "--max-skipped", "2"]) == 0
     result = json.loads(out_json.read_text())
     assert result["by_language"]["cy"]["utterances"] == 3
     assert result["skipped"]["counts"] == {"empty reference": 1, "unreadable audio": 1}
@@ -68,6 +71,8 @@ def test_eval_writes_json_and_markdown(tmp_path, capsys):
                 str(out_json),
                 "--precision",
                 "no",
+                "--max-skipped",
+                "40%",
             ]
         )
         == 0

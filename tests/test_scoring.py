@@ -1,8 +1,9 @@
 import pytest
 
-from dama_asr.evaluate import ScoredUtterance, summarise
+from dama_asr.evaluate import EvaluationError, ScoredUtterance, summarise
 from dama_asr.scoring import (
     ErrorCounts,
+    UndefinedRateError,
     char_errors,
     compression_ratio,
     has_repetition_loop,
@@ -32,7 +33,16 @@ def test_char_errors_hand_computed():
 def test_corpus_rate_is_total_errors_over_total_length():
     total = word_errors("a b c d", "a b c x") + word_errors("e f", "")
     assert total == ErrorCounts(1, 2, 0, 6) and total.rate == pytest.approx(0.5)
-    assert ErrorCounts(0, 0, 1, 0).rate == float("inf")
+
+
+def test_a_rate_over_an_empty_reference_is_an_error_not_inf_or_zero():
+    # inf was written to result JSON as `Infinity` (invalid JSON); 0 would read as a perfect score.
+    with pytest.raises(UndefinedRateError, match="reference is empty"):
+        _ = ErrorCounts(0, 0, 1, 0).rate
+    with pytest.raises(UndefinedRateError):
+        _ = word_errors("", "").rate
+    with pytest.raises(EvaluationError, match="no scored utterances"):
+        summarise([])
 
 
 def test_script_safe_keeps_combining_marks_whisper_does_not():

@@ -12,19 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or create inside `folder` durable (POSIX needs the directory itself synced)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems (and Windows) do not sync directories
-    finally:
-        os.close(fd)
+from dama_asr.durable import fsync_dir
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -84,6 +72,17 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     finally:
         if scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the scratch (`.x.partial`) and set-aside (`.x.old-<pid>`) folders a killed writer left
+    in `folder`. Only call it while holding the folder's lock: a live writer's scratch looks the same."""
+    removed = []
+    for path in sorted(folder.glob(".*")):
+        if path.is_dir() and (path.name.endswith(".partial") or ".old-" in path.name):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "dama_asr.plan_commands",
     "dama_asr.train_commands",
     "dama_asr.study_commands",
+    "dama_asr.cache_commands",
 )
 
 
@@ -44,7 +45,7 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     audios, names, failed = [], [], 0
     for path in args.audio:
         try:
-            audios.append(load_audio(path))
+            audios.append(load_audio(path, max_seconds=None))  # over 30 s: long-form decoding
             names.append(path)
         except AudioError as err:
             failed += 1
@@ -72,9 +73,10 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from dama_asr.data.manifest import read_manifest
-    from dama_asr.evaluate import evaluate_items, markdown_table, write_result
+    from dama_asr.evaluate import evaluate_items, markdown_table, parse_max_skipped, write_result
     from dama_asr.transcribe import DecodingOptions
 
+    parse_max_skipped(args.max_skipped)  # a typo fails before the model loads
     items = read_manifest(args.manifest)
     if args.limit:
         items = items[: args.limit]
@@ -86,13 +88,20 @@ def cmd_eval(args: argparse.Namespace) -> None:
         options,
         force_language=not args.detect_language,
         reuse_encoder_outputs=args.encoder_cache,
+        max_skipped=args.max_skipped,
+        manifest=args.manifest,
     )
     print(markdown_table(result))
     print(f"precision: {result['precision']} ({'float32' if result['precision'] == 'no' else 'autocast'})")
-    if result["skipped"]["total"]:
-        print(f"skipped {result['skipped']['total']} item(s): {dict(result['skipped']['counts'])}")
-        for reason, examples in result["skipped"]["examples"].items():
-            print(f"  {reason}: {examples[0]}")
+    skipped, total = result["skipped"], result["items_total"]
+    scored = total - skipped["total"]
+    print(f"skipped {skipped['total']} item(s) of {total} ({skipped['fraction']:.1%}); scored {scored}")
+    for reason, count in skipped["counts"].items():
+        print(f"  {reason}: {count}, e.g. {skipped['examples'][reason][0]}")
+    if result["long_form"]["utterances"]:
+        stalled = result["long_form"]["stalled"]
+        note = f", {stalled} of them in fixed 30 s windows (long-form stalled)" if stalled else ""
+        print(f"{result['long_form']['utterances']} clip(s) longer than 30 s decoded long-form{note}")
     print("worst utterances (normalised WER):")
     for u in result["worst"]:
         print(f"  {u['id']} WER {u['wer']:.0%}\n    REF: {u['reference']}\n    HYP: {u['hypothesis']}")
@@ -154,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="result JSON path (default: next to the manifest)")
     p.add_argument("--limit", type=int, help="only the first N utterances")
     p.add_argument("--detect-language", action="store_true", help="do not force the manifest's language")
+    p.add_argument(
+        "--max-skipped",
+        default="0",
+        metavar="N|P%",
+        help="items that may be skipped (empty reference, unreadable audio) as a count or a percentage; "
+        "default 0: any skipped item is an error, as it would leave the WER's denominator",
+    )
     p.add_argument(
         "--encoder-cache",
         action="store_true",

@@ -1,9 +1,15 @@
-"""Evaluate a Whisper (with or without adapters) on a manifest: WER/CER per language, raw and normalised."""
+"""Evaluate a Whisper (with or without adapters) on a manifest: WER/CER per language, raw and normalised.
+
+Every item is scored or skipped with a reason. A skipped item leaves the denominator, so the WER of
+the rest is optimistic: callers bound how many may be skipped (`max_skipped`), scoring nothing is an
+error, and a result holding a non-finite number is never written.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,10 +20,21 @@ from dama_asr.atomic import atomic_write_text
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import AudioError, load_audio
 from dama_asr.data.manifest import Utterance
+from dama_asr.errors import DamaError
+from dama_asr.languages import UnknownLanguageError, normalise_language
 from dama_asr.scoring import NORMALISERS, ErrorCounts, char_errors, word_errors
-from dama_asr.transcribe import DecodingOptions, transcribe
+from dama_asr.transcribe import DecodingOptions, EncoderOutputs, transcribe
 
 log = logging.getLogger(__name__)
+
+# Skip reasons: stable strings, since results and studies count items by them.
+EMPTY_REFERENCE = "empty reference"
+EMPTY_AFTER_NORMALISATION = "reference empty after normalisation"
+UNREADABLE_AUDIO = "unreadable audio"
+
+
+class EvaluationError(DamaError, ValueError):
+    """An evaluation whose numbers would mislead: nothing scored, too many skipped, a non-finite result."""
 
 
 @dataclass
@@ -39,6 +56,12 @@ class SkippedItems:
     def to_dict(self) -> dict:
         return {"total": self.total, "counts": dict(self.counts), "examples": dict(self.examples)}
 
+    def describe(self) -> str:
+        """One line: each reason with its count and first example."""
+        return "; ".join(
+            f"{reason}: {count} (e.g. {self.examples[reason][0]})" for reason, count in self.counts.items()
+        )
+
 
 @dataclass(frozen=True)
 class ScoredUtterance:
@@ -49,6 +72,7 @@ class ScoredUtterance:
     wer: float
     cer: float
     suspicious: bool
+    long_form: bool = False
 
 
 def _rates(pairs: list[tuple[str, str]], normaliser: str) -> dict:
@@ -67,6 +91,8 @@ def _rates(pairs: list[tuple[str, str]], normaliser: str) -> dict:
 
 def summarise(scored: list[ScoredUtterance], worst: int = 5) -> dict:
     """Corpus-level WER/CER (total errors / total reference length) per language and overall."""
+    if not scored:
+        raise EvaluationError("no scored utterances to summarise: a WER over nothing is not a number")
     groups: dict[str, list[ScoredUtterance]] = defaultdict(list)
     for item in scored:
         groups[item.language].append(item)
@@ -83,19 +109,129 @@ def summarise(scored: list[ScoredUtterance], worst: int = 5) -> dict:
     return {"by_language": summary, "worst": [asdict(u) for u in ranked[:worst]]}
 
 
+def parse_max_skipped(value: int | float | str | None) -> int | float | None:
+    """How many items may be skipped: 3 or "3" -> at most 3 items; 0.05 or "5%" -> at most 5 % of
+    them (a float is a fraction, an int a count); None -> no limit."""
+    if value is None:
+        return None
+    limit: int | float | None = None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            limit = float(text[:-1]) / 100 if text.endswith("%") else int(text)
+        except ValueError:
+            limit = None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        limit = value
+    if limit is None or not math.isfinite(limit) or limit < 0 or (isinstance(limit, float) and limit > 1):
+        raise EvaluationError(
+            f"max_skipped {value!r} is neither a number of items (such as 3) nor a percentage of "
+            "them (such as 5%)"
+        )
+    return limit
+
+
+def _describe_limit(limit: int | float) -> str:
+    return f"at most {limit} item(s)" if isinstance(limit, int) else f"at most {limit * 100:g}% of the items"
+
+
+def _check_skipped(skipped: SkippedItems, total: int, max_skipped, source: str) -> None:
+    """Raise before any decoding when the skipped items would make the WER of the rest misleading."""
+    if skipped.total == total:
+        raise EvaluationError(
+            f"{source}: nothing to score, all {total} item(s) were skipped. {skipped.describe()}. "
+            "Fix the manifest's audio paths and transcripts"
+        )
+    limit = parse_max_skipped(max_skipped)
+    if limit is None or skipped.total == 0:
+        return
+    over = skipped.total > limit if isinstance(limit, int) else skipped.total / total > limit
+    if over:
+        raise EvaluationError(
+            f"{source}: {skipped.total} of {total} item(s) skipped ({skipped.total / total:.1%}), but "
+            f"max_skipped allows {_describe_limit(limit)}: {skipped.describe()}. Skipped items leave the "
+            "WER's denominator; fix or remove them, or allow them with `dama eval --max-skipped N` "
+            "(or P%)"
+        )
+
+
+def _manifest_line(manifest: str | Path, item_id: str) -> int | None:
+    """The line of `manifest` that describes `item_id`, for messages (only read on an error)."""
+    try:
+        lines = Path(manifest).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line_no, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and str(record.get("id") or Path(str(record.get("audio"))).stem) == str(
+            item_id
+        ):
+            return line_no
+    return None
+
+
+def _check_languages(backbone: Backbone, items: list[Utterance], manifest: str | Path | None) -> None:
+    """Forced languages must be ones the model has tokens for; raise naming the first item that is not."""
+    known = backbone.languages
+    bad = []
+    for position, item in enumerate(items):
+        try:
+            normalise_language(item.language, known)
+        except UnknownLanguageError:
+            bad.append((position, item))
+    if not bad:
+        return
+    position, item = bad[0]
+    line = _manifest_line(manifest, item.id) if manifest is not None else None
+    where = f"{manifest}:{line}" if line else f"item {position + 1}" + (f" of {manifest}" if manifest else "")
+    others = sorted({other.language for _, other in bad[1:]})
+    more = (
+        f" ({len(bad) - 1} more item(s) with such languages: {', '.join(map(repr, others))})"
+        if others
+        else ""
+    )
+    raise UnknownLanguageError(
+        f"utterance {item.id!r} ({where}): language {item.language!r} is not one this model knows{more}; "
+        f"its codes are: {', '.join(sorted(known))}. Fix the manifest's language field, or pass "
+        "--detect-language (force_language=False) to let the model detect it"
+    )
+
+
 def _load_items(items: list[Utterance], skipped: SkippedItems) -> tuple[list[Utterance], list]:
     kept, audios = [], []
     for item in tqdm(items, desc="loading audio", unit="utt", leave=False):
         if not item.text.strip():
-            skipped.add("empty reference", item.id)
+            skipped.add(EMPTY_REFERENCE, item.id)
+            continue
+        # "..." or "[music]" has no words once normalised: its WER would be 0/0 or n/0.
+        if not all(norm(item.text).split() for norm in NORMALISERS.values()):
+            skipped.add(EMPTY_AFTER_NORMALISATION, f"{item.id} {item.text!r}")
             continue
         try:
-            audios.append(load_audio(item.audio))
+            audios.append(load_audio(item.audio, max_seconds=None))  # over 30 s: decoded long-form
         except AudioError as err:
-            skipped.add("unreadable audio", str(err))
+            skipped.add(UNREADABLE_AUDIO, str(err))
             continue
         kept.append(item)
     return kept, audios
+
+
+def _cached_encoder_lookup(
+    backbone: Backbone, kept: list[Utterance], audios: list, batch_size: int
+) -> EncoderOutputs | None:
+    """The encoder cache holds 30 s windows: cache the short clips, look them up by position in `kept`."""
+    from dama_asr.train.encoder_cache import cached_encoder_outputs
+
+    window = backbone.processor.feature_extractor.n_samples
+    short = [i for i, audio in enumerate(audios) if len(audio) <= window]
+    if not short:
+        return None
+    lookup = cached_encoder_outputs(backbone, [kept[i] for i in short], batch_size)
+    index_in_cache = {position: j for j, position in enumerate(short)}
+    return lambda positions: lookup([index_in_cache[i] for i in positions])
 
 
 def evaluate_items(
@@ -104,22 +240,41 @@ def evaluate_items(
     options: DecodingOptions = DecodingOptions(),
     force_language: bool = True,
     reuse_encoder_outputs: bool = False,
+    max_skipped: int | float | str | None = None,
+    manifest: str | Path | None = None,
 ) -> dict:
-    """Transcribe and score; bad items are skipped and counted, never fatal.
+    """Transcribe and score `items`; bad items are skipped and counted, within `max_skipped`.
+
+    Items are skipped for an empty reference (also when empty after normalisation, "...") or unreadable
+    audio; clips over 30 s are decoded long-form, not skipped. `max_skipped` bounds them: an int is a
+    count, a float a fraction of the items, a string "3" or "5%" either (`parse_max_skipped`); None = no
+    limit. Going over it, scoring nothing, or forcing a language the model lacks raises (EvaluationError,
+    UnknownLanguageError) before anything is transcribed. `manifest`, the file the items came from,
+    only names it (and the line of an item) in those errors.
 
     `reuse_encoder_outputs`: take encoder outputs from the on-disk encoder cache (filling it first),
     for models whose encoder is frozen and that are scored on the same audio again and again (dev WER
     every epoch, a study's test set in every cell). The cache holds float16, so hypotheses can differ
     very slightly from a float32 encoder pass.
+
+    The result, besides the scores ("by_language", "worst", "utterances"), holds the stable keys
+    "items_total" (items given) and "skipped": {"total", "counts" (by reason), "examples" (by reason,
+    the first five), "fraction" (total / items_total), "max_skipped" (as given)}, and "long_form":
+    {"utterances" decoded long-form, "stalled" (of those, decoded in fixed windows instead)}.
     """
+    source = str(manifest) if manifest is not None else "the items"
+    if not items:
+        raise EvaluationError(f"{source}: no items to evaluate; the manifest is empty")
+    parse_max_skipped(max_skipped)  # a bad limit fails before any audio is read
+    if force_language:
+        _check_languages(backbone, items, manifest)
     skipped = SkippedItems()
     kept, audios = _load_items(items, skipped)
+    _check_skipped(skipped, len(items), max_skipped, source)
     languages = [u.language if force_language else None for u in kept]
-    encoder_outputs = None
-    if reuse_encoder_outputs and kept:
-        from dama_asr.train.encoder_cache import cached_encoder_outputs
-
-        encoder_outputs = cached_encoder_outputs(backbone, kept, options.batch_size)
+    encoder_outputs = (
+        _cached_encoder_lookup(backbone, kept, audios, options.batch_size) if reuse_encoder_outputs else None
+    )
     with tqdm(total=len(kept), desc="transcribing", unit="utt") as bar:
         transcripts = transcribe(
             backbone,
@@ -141,6 +296,7 @@ def evaluate_items(
                 wer=word_errors(ref, hyp).rate,
                 cer=char_errors(ref, hyp).rate,
                 suspicious=tr.suspicious,
+                long_form=tr.long_form,
             )
         )
     seconds = sum(len(a) for a in audios) / 16_000
@@ -150,7 +306,12 @@ def evaluate_items(
         "precision": backbone.precision,
         "audio_seconds": seconds,
         **summarise(scored),
-        "skipped": skipped.to_dict(),
+        "items_total": len(items),
+        "skipped": {**skipped.to_dict(), "fraction": skipped.total / len(items), "max_skipped": max_skipped},
+        "long_form": {
+            "utterances": sum(tr.long_form for tr in transcripts),
+            "stalled": sum(tr.stalled for tr in transcripts),
+        },
         "utterances": [asdict(u) for u in scored],
     }
 
@@ -169,7 +330,29 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _non_finite_key(value, path: str = "result") -> str | None:
+    """The path of the first inf/nan in a result, for the message."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    children = (
+        value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    )
+    for key, child in children:
+        found = _non_finite_key(child, f"{path}[{key!r}]")
+        if found:
+            return found
+    return None
+
+
 def write_result(result: dict, out_json: Path) -> Path:
-    atomic_write_text(out_json, json.dumps(result, indent=2, ensure_ascii=False))
+    """Write the result JSON and its markdown table; a non-finite number is an error, not `Infinity`."""
+    try:
+        text = json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError as err:
+        raise EvaluationError(
+            f"{out_json}: not written, {_non_finite_key(result) or 'a value'} is not a finite number (JSON has no "
+            "inf or nan); this is a scoring bug, please report it with the manifest"
+        ) from err
+    atomic_write_text(out_json, text)
     atomic_write_text(out_json.with_suffix(".md"), markdown_table(result) + "\n")
     return out_json

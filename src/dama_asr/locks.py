@@ -136,6 +136,8 @@ class FolderLock:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
             return "released meanwhile"
+        if holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
+            return None  # this very process holds it (a nested claim): busy, and the message says so
         if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
             if not _pid_alive(holder["pid"], holder.get("start_ticks")):
                 return f"process {holder['pid']} is gone"
@@ -167,6 +169,8 @@ class FolderLock:
         who = (
             f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, since {holder.get('since', '?')}"
         )
+        if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            who += "; that is this process itself, which already holds the folder"
         return (
             f"{self.what} {self.folder} is already running ({who}); wait for it to finish or stop it. "
             f"If that process is gone for good, delete {self.path}"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import jiwer
 from transformers.models.whisper.english_normalizer import BasicTextNormalizer
 
+from dama_asr.errors import DamaError
+
 _whisper_basic = BasicTextNormalizer()
 _BRACKETS = re.compile(r"[<\[][^>\]]*[>\]]|\([^)]*\)")
 _SPACES = re.compile(r"\s+")
@@ -39,6 +41,10 @@ def script_safe(text: str) -> str:
 NORMALISERS = {"raw": raw_text, "whisper": whisper_basic, "script_safe": script_safe}
 
 
+class UndefinedRateError(DamaError, ValueError):
+    """An error rate over an empty reference: neither 0 nor infinity is a true answer."""
+
+
 @dataclass(frozen=True)
 class ErrorCounts:
     """Edit operations against a reference; rates are errors / reference length."""
@@ -54,8 +60,13 @@ class ErrorCounts:
 
     @property
     def rate(self) -> float:
+        # 0 would read as perfect and inf is not valid JSON; an empty reference is the caller's to skip.
         if self.reference_length == 0:
-            return 0.0 if self.errors == 0 else float("inf")
+            raise UndefinedRateError(
+                f"error rate undefined: the reference is empty ({self.errors} error(s) over 0 words or "
+                "characters); leave such items out of scoring (evaluation skips them as "
+                "'reference empty after normalisation')"
+            )
         return self.errors / self.reference_length
 
     def __add__(self, other: ErrorCounts) -> ErrorCounts:

@@ -6,25 +6,34 @@ import argparse
 import shutil
 from pathlib import Path
 
+SHARD_HELP = (
+    "run only shard I of N (1 <= I <= N): the cells sorted by id, the k-th (from 0) belongs to shard "
+    "k %% N + 1. One array job per shard, e.g. SLURM `sbatch --array=1-4` with "
+    "`--shard $SLURM_ARRAY_TASK_ID/4`; combines with --only"
+)
+
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from dama_asr.bench.config import load_study
+    from dama_asr.bench.config import load_study, parse_shard
     from dama_asr.bench.runner import StudyRunner
-    from dama_asr.report import build_report
+    from dama_asr.report import build_report, load_cell_results
 
+    shard = parse_shard(args.shard) if args.shard else None
     study = load_study(args.config)
     study_dir = Path(args.study_dir) if args.study_dir else Path(args.config).parent
+    runner = StudyRunner(study, study_dir, work_dir=args.work_dir)
+    runner.cell_configs()  # every cell buildable before anything is written, --list included
     study_dir.mkdir(parents=True, exist_ok=True)
     if Path(args.config).resolve() != (study_dir / "config.yaml").resolve():
         shutil.copy(args.config, study_dir / "config.yaml")
-    runner = StudyRunner(study, study_dir, work_dir=args.work_dir)
     if args.list:
-        for cell in study.cells():
-            done = (runner.cells_dir / f"{cell.id}.json").is_file()
-            print(f"{'done ' if done else 'todo '} {cell.id}")
+        for cell in study.select(args.only, shard):
+            print(f"{'done ' if runner.cell_path(cell).is_file() else 'todo '} {cell.id}")
         return
-    runner.run(only=args.only)
-    print(f"report: {build_report(study_dir)}")
+    progress = runner.run(only=args.only, shard=shard)
+    print(f"study {study.name}: {progress.summary()}")
+    if load_cell_results(study_dir):  # none yet when every selected cell is held elsewhere
+        print(f"report: {build_report(study_dir)}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -36,12 +45,17 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="run a study grid (methods x hours x corpora x seeds); finished cells are kept"
+        "bench",
+        help="run a study grid (methods x hours x corpora x seeds); finished cells are kept",
+        description="Run a study cell by cell; finished cells are kept, so rerun the same command to resume. "
+        "Several processes (lanes, machines sharing --work-dir, scheduler array jobs) may run one study at "
+        "once: each takes the cells no other live process holds and leaves the others to their holders.",
     )
     p.add_argument("config", help="study YAML (see benchmarks/*/config.yaml)")
     p.add_argument("--study-dir", help="where cells/*.json and the report go (default: the config's folder)")
-    p.add_argument("--work-dir", help="training runs (default: $DAMA_HOME/bench/<name>)")
+    p.add_argument("--work-dir", help="training runs and cell locks (default: $DAMA_HOME/bench/<name>)")
     p.add_argument("--only", nargs="+", help="run only cells whose id contains one of these strings")
+    p.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
     p.add_argument("--list", action="store_true", help="list the cells and whether they are done")
     p.set_defaults(func=cmd_bench)
 

@@ -82,23 +82,10 @@ def format_summary(summary: dict) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from dama_asr.adapters import AdapterConfigError
-    from dama_asr.cli import UserError
-    from dama_asr.probe import ProbeError
-    from dama_asr.train import CheckpointError, TrainConfigError, TrainDataError, TrainingDiverged, train
+    from dama_asr.train import train
 
-    try:
-        config = config_from_args(args)
-        summary = train(config, resume=args.resume)
-    except (
-        TrainConfigError,
-        TrainDataError,
-        TrainingDiverged,
-        CheckpointError,
-        AdapterConfigError,
-        ProbeError,
-    ) as err:
-        raise UserError(str(err)) from err
+    # Every error a user can fix is a DamaError: the CLI prints it as one line and exits 2.
+    summary = train(config_from_args(args), resume=args.resume)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:

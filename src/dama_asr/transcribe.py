@@ -3,6 +3,11 @@
 Batched greedy decoding runs until every sequence has ended, so one repetition loop makes the
 whole batch pay the maximum length. We (1) sort by duration so batches hold similar lengths,
 (2) cap new tokens by audio duration, and (3) flag outputs that hit the cap or end in a loop.
+
+Clips longer than Whisper's 30 s window are decoded one at a time by Whisper's sequential long-form
+algorithm (paper, section 3.8): decode a window with timestamps, seek to the end of its last complete
+segment, repeat. A model that stops predicting useful timestamps could seek a few frames per window for
+thousands of windows, so the number of windows is bounded and such a clip falls back to fixed windows.
 """
 
 from __future__ import annotations
@@ -66,11 +71,17 @@ class Transcript:
     tokens: tuple[int, ...]
     hit_token_cap: bool
     repetition_loop: bool
+    # Longer than the 30 s window: decoded long-form. `stalled`: long-form seeking made too little
+    # progress, so the text comes from back-to-back 30 s windows instead (words at their edges may break).
+    long_form: bool = False
+    stalled: bool = False
 
     @property
     def suspicious(self) -> bool:
-        """Likely runaway output: hit the cap, ends in a loop, or compresses like a loop."""
-        return self.hit_token_cap or self.repetition_loop or compression_ratio(self.text) > 2.4
+        """Likely runaway output: hit the cap, ends in a loop, compresses like a loop, or stalled."""
+        return (
+            self.hit_token_cap or self.repetition_loop or self.stalled or compression_ratio(self.text) > 2.4
+        )
 
 
 def max_new_tokens_for(seconds: float, tokens_per_second: float = TOKENS_PER_SECOND) -> int:
@@ -139,6 +150,102 @@ def _decode_batch(
     return results
 
 
+class _Stalled(Exception):
+    """Raised from generate's progress hook to stop a long-form decode that has used its windows."""
+
+
+def long_form_window_budget(seconds: float) -> int:
+    """Windows a long-form decode may use. Whisper on speech seeks ~20-30 s per window; four per 30 s
+    (7.5 s each) plus two spare means only a model seeking a few frames at a time runs out."""
+    return 4 * math.ceil(seconds / 30) + 2
+
+
+def _decode_long(
+    backbone: Backbone,
+    audio: np.ndarray,
+    language: str | None,
+    options: DecodingOptions,
+    max_windows: int | None = None,
+) -> Transcript:
+    """One clip over 30 s, sequential long-form; back-to-back windows if it runs out of windows."""
+    processor, model = backbone.processor, backbone.model
+    fe = processor.feature_extractor
+    dtype = next(model.parameters()).dtype
+    feats = fe(
+        [audio],
+        sampling_rate=SAMPLE_RATE,
+        return_tensors="pt",
+        truncation=False,
+        padding="longest",
+        return_attention_mask=True,
+    )
+    features = feats.input_features.to(backbone.device, dtype=dtype)  # (1, mels, frames > 3000)
+    if language is None:  # Whisper detects from the first window, as its own transcribe() does
+        language = _detect_languages(backbone, {"input_features": features[..., : fe.nb_max_frames]})[0]
+    seconds = len(audio) / SAMPLE_RATE
+    budget = max_windows or long_form_window_budget(seconds)
+    windows = 0
+
+    def count_window(_progress: torch.Tensor) -> None:  # (B, 2): seek and end frame per clip
+        nonlocal windows
+        windows += 1
+        if windows > budget:
+            raise _Stalled
+
+    # The prompt with timestamps is 3 tokens; 4 keeps the same cap as short-form decoding.
+    cap = min(model.generation_config.max_length - 4, max_new_tokens_for(30.0, options.tokens_per_second))
+    try:
+        with torch.no_grad(), backbone.autocast():
+            out = model.generate(
+                input_features=features,
+                attention_mask=feats.attention_mask.to(backbone.device),  # (1, frames)
+                language=[language],
+                task=options.task,
+                num_beams=options.beam_size,
+                max_new_tokens=cap,
+                return_timestamps=True,
+                return_segments=True,
+                monitor_progress=count_window,
+            )
+    except _Stalled:
+        return _decode_fixed_windows(backbone, audio, language, options)
+    first_special = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    content = [t for t in out["sequences"][0].tolist() if t < first_special]
+    # A segment's "result" is its window's whole decoded row: no <|endoftext|> means the window hit the cap.
+    rows = {id(seg["result"]): seg["result"] for seg in out["segments"][0]}
+    hit_cap = any(first_special not in row.tolist() for row in rows.values())
+    return Transcript(
+        text=processor.tokenizer.decode(content, skip_special_tokens=True).strip(),
+        language=language,
+        tokens=tuple(content),
+        hit_token_cap=hit_cap,
+        repetition_loop=has_repetition_loop(content),
+        long_form=True,
+    )
+
+
+def _decode_fixed_windows(
+    backbone: Backbone, audio: np.ndarray, language: str, options: DecodingOptions
+) -> Transcript:
+    """Back-to-back 30 s windows, each decoded without timestamps: no seeking, so it cannot stall."""
+    window = backbone.processor.feature_extractor.n_samples
+    pieces = [audio[i : i + window] for i in range(0, len(audio), window)]
+    parts: list[Transcript] = []
+    for start in range(0, len(pieces), options.batch_size):
+        batch = pieces[start : start + options.batch_size]
+        parts += _decode_batch(backbone, batch, [language] * len(batch), options)
+    tokens = tuple(t for part in parts for t in part.tokens)
+    return Transcript(
+        text=" ".join(part.text for part in parts if part.text),
+        language=language,
+        tokens=tokens,
+        hit_token_cap=any(part.hit_token_cap for part in parts),
+        repetition_loop=any(part.repetition_loop for part in parts),
+        long_form=True,
+        stalled=True,
+    )
+
+
 def transcribe(
     backbone: Backbone,
     audios: Sequence[np.ndarray],
@@ -150,14 +257,24 @@ def transcribe(
     """Transcribe 16 kHz mono arrays; returns transcripts in input order.
 
     `languages` forces a language per item (overrides `options.language`); None entries are detected.
-    `encoder_outputs`, when given, replaces the encoder (e.g. outputs cached while training).
+    `encoder_outputs`, when given, replaces the encoder (e.g. outputs cached while training); it is
+    only asked for clips within the 30 s window, as long clips are decoded long-form from their audio.
     """
     known = backbone.languages
     if languages is None:
         languages = [options.language] * len(audios)
     languages = [normalise_language(lang, known) if lang else None for lang in languages]
-    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+    window = backbone.processor.feature_extractor.n_samples
     results: list[Transcript | None] = [None] * len(audios)
+    short = []
+    for i, audio in enumerate(audios):
+        if len(audio) <= window:
+            short.append(i)
+            continue
+        results[i] = _decode_long(backbone, audio, languages[i], options)
+        if on_batch is not None:
+            on_batch(1)
+    order = sorted(short, key=lambda i: len(audios[i]))
     for start in range(0, len(order), options.batch_size):
         chunk = order[start : start + options.batch_size]
         hidden = encoder_outputs(chunk) if encoder_outputs is not None else None

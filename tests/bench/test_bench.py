@@ -4,42 +4,17 @@ import yaml
 
 from dama_asr.bench.config import load_study
 from dama_asr.cli import main
-from dama_asr.testing import tiny_manifest
 
 
-def _study(tmp_path):
-    texts = [f"bore da {w}" for w in ("un", "dau", "tri", "pedwar", "pump", "chwech")]
-    train = tiny_manifest(tmp_path / "train", n=6, texts=texts)
-    dev = tiny_manifest(tmp_path / "dev", n=2, texts=texts[:2])
-    config = {
-        "name": "tiny-study",
-        "model": "tiny-random",
-        "corpora": {"toy": {"train": str(train), "dev": str(dev), "test": str(dev)}},
-        "methods": {"dama": {"r_high": 4, "r_low": 2}, "lora": {"r": 2}},
-        "hours": [0.001],  # 3.6 s of audio
-        "seeds": [0],
-        "train": {
-            "optim": {"epochs": 1, "batch_size": 2},
-            "progress_bar": False,
-            "eval": {"max_utterances": 2},
-        },
-        "extra_cells": [{"corpus": "toy", "method": "lora-fa", "hours": 0.001, "adapter": {"r": 2}}],
-    }
-    path = tmp_path / "study" / "config.yaml"
-    path.parent.mkdir()
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def test_grid_and_extra_cells(tmp_path):
-    study = load_study(_study(tmp_path))
+def test_grid_and_extra_cells(tiny_study):
+    study = load_study(tiny_study)
     ids = [c.id for c in study.cells()]
     assert ids == ["toy__dama__0.001h__seed0", "toy__lora__0.001h__seed0", "toy__lora-fa__0.001h__seed0"]
     assert study.adapters["lora-fa"] == {"r": 2} and "lora-fa" not in study.methods
 
 
-def test_a_corpus_can_have_its_own_hour_budgets(tmp_path):
-    path = _study(tmp_path)
+def test_a_corpus_can_have_its_own_hour_budgets(tiny_study):
+    path = tiny_study
     config = yaml.safe_load(path.read_text())
     config["hours"] = [0.001, 0.002]
     config["corpora"]["small"] = {**config["corpora"]["toy"], "hours": [0.001]}  # too little audio for 0.002
@@ -49,14 +24,17 @@ def test_a_corpus_can_have_its_own_hour_budgets(tmp_path):
     assert sum(c.corpus == "toy" for c in load_study(path).cells()) == 5
 
 
-def test_bench_runs_cells_once_and_reports(tmp_path, capsys):
-    config = _study(tmp_path)
+def test_bench_runs_cells_once_and_reports(tmp_path, tiny_study, capsys):
+    config = tiny_study
     work = tmp_path / "work"
     assert main(["bench", str(config), "--work-dir", str(work), "--only", "__dama__", "__lora__"]) == 0
     cells = config.parent / "cells"
     result = json.loads((cells / "toy__dama__0.001h__seed0.json").read_text())
     assert result["cell"]["language"] == "cy" and 0 < result["train_hours"] <= 0.001
     assert result["trainable_parameters"] > 0 and result["test"]["utterances"] == 2
+    # Strict by default, and what was left out is on record in every cell.
+    assert result["test"]["items_total"] == 2 and result["test"]["skipped"]["total"] == 0
+    assert result["test"]["skipped"]["max_skipped"] == 0
     assert "zero_shot" in result and (cells / "baseline__toy.json").is_file()
     assert result["machine"]["torch_threads"] >= 1 and result["machine"]["device"] == "cpu"
     stamp = (cells / "toy__dama__0.001h__seed0.json").stat().st_mtime_ns
@@ -68,10 +46,10 @@ def test_bench_runs_cells_once_and_reports(tmp_path, capsys):
     assert (config.parent / "report" / "report.html").is_file()
 
 
-def test_a_precision_repeat_is_its_own_cell_and_its_own_report_row(tmp_path):
+def test_a_precision_repeat_is_its_own_cell_and_its_own_report_row(tmp_path, tiny_study):
     from dama_asr.report import aggregate, load_cell_results
 
-    path = _study(tmp_path)
+    path = tiny_study
     config = yaml.safe_load(path.read_text())
     config["train"]["precision"] = "no"
     config["methods"] = {"lora": {"r": 2}}

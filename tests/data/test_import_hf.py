@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from dama_asr.data.importers.common import AudioNamer, FileNameClash, write_new_file
 from dama_asr.data.importers.hf import import_hf, items_from_rows
 from dama_asr.data.importers.testing import tone_samples, write_audio
 from dama_asr.data.manifest import ManifestError, read_manifest
@@ -86,3 +88,96 @@ def test_saved_dataset_dict_round_trip(tmp_path):
     ]
     assert all(u.audio.startswith(str(tmp_path / "out" / "audio")) for u in items)
     assert result.report.counts["empty_transcript"] == 2
+
+
+def _wav_bytes(tmp_path, name: str, seconds: float) -> bytes:
+    return write_audio(tmp_path / "src" / name, seconds).read_bytes()
+
+
+def test_ids_with_dots_or_separators_get_files_of_their_own(tmp_path):
+    # Each id gets a different duration, so a file holding another item's audio shows.
+    ids = ["spk1.001", "spk1.002", "a/b", "a_b", "Spk", "spk", "..", "x:y?.z"]
+    rows = [
+        {
+            "id": uid,
+            "audio": {"bytes": _wav_bytes(tmp_path, f"{i}.wav", 0.5 + 0.25 * i), "path": f"{i}.wav"},
+            "text": "Bore da.",
+        }
+        for i, uid in enumerate(ids)
+    ]
+    report = ValidationReport()
+    items = list(items_from_rows(rows, "train", tmp_path / "audio", report, language="cy"))
+    assert [u.id for u in items] == ids
+    names = [Path(u.audio).name for u in items]
+    assert names[:2] == ["spk1.001.wav", "spk1.002.wav"]  # dots kept, suffix appended
+    assert len({n.casefold() for n in names}) == len(ids)  # distinct even on case-insensitive disks
+    folder = tmp_path / "audio" / "train"
+    for i, item in enumerate(items):
+        assert Path(item.audio).parent == folder  # nothing escaped the folder ('a/b', '..')
+        assert sf.info(item.audio).duration == pytest.approx(0.5 + 0.25 * i, abs=0.01)
+    assert "/" not in names[2] and not names[6].startswith(".")
+    # The same rows name their files the same way again.
+    again = list(items_from_rows(rows, "train", tmp_path / "again", ValidationReport(), language="cy"))
+    assert [Path(u.audio).name for u in again] == names
+
+
+def test_a_repeated_id_is_rejected_before_it_overwrites_the_first_audio(tmp_path):
+    rows = [
+        {"id": "utt", "audio": {"bytes": _wav_bytes(tmp_path, "a.wav", 1.0), "path": "a.wav"}, "text": "Un."},
+        {
+            "id": "utt",
+            "audio": {"bytes": _wav_bytes(tmp_path, "b.wav", 2.0), "path": "b.wav"},
+            "text": "Dau.",
+        },
+    ]
+    report = ValidationReport()
+    items = list(items_from_rows(rows, "train", tmp_path / "audio", report, language="cy"))
+    assert [(u.id, u.text) for u in items] == [("utt", "Un.")]
+    assert sf.info(items[0].audio).duration == pytest.approx(1.0, abs=0.01)  # its own audio, kept
+    assert report.counts["duplicate_id"] == 1
+    assert report.examples["duplicate_id"] == [
+        "utt: id also used by row train[0]; this row (train[1]) is not imported"
+    ]
+
+
+def test_namer_disambiguates_and_write_new_file_never_overwrites(tmp_path):
+    namer = AudioNamer()
+    first, second = namer.file_name("a/b", ".wav"), namer.file_name("a_b", ".wav")
+    assert first == "a_b.wav" and second.startswith("a_b-") and second.endswith(".wav")
+    assert AudioNamer().file_name("a/b", ".wav") == first  # deterministic
+    assert namer.file_name("X", ".wav") == "X.wav" and namer.file_name("x", ".wav").startswith("x-")
+    # An id that is literally the disambiguated name of another: no third name is invented, it is refused.
+    probe = AudioNamer()
+    probe.file_name("a_b", ".wav")
+    hashed = probe.file_name("a/b", ".wav").removesuffix(".wav")  # what a/b gets when a_b.wav is taken
+    clash = AudioNamer()
+    clash.file_name("a_b", ".wav")
+    clash.file_name(hashed, ".wav")
+    with pytest.raises(FileNameClash, match=f"'{hashed}' and 'a/b'"):
+        clash.file_name("a/b", ".wav")
+    target = write_new_file(tmp_path / "f.wav", b"one")
+    with pytest.raises(FileNameClash, match="f.wav already exists"):
+        write_new_file(target, b"two")
+    assert target.read_bytes() == b"one"
+
+
+def test_saved_dataset_with_dotted_ids_keeps_audio_and_text_together(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    seconds = {"spk1.001": 1.0, "spk1.002": 2.0, "spk2.001": 1.5}
+    part = datasets.Dataset.from_dict(
+        {
+            "id": list(seconds),
+            "audio": [
+                {"bytes": _wav_bytes(tmp_path, f"{k}.wav", s), "path": f"{k}.wav"} for k, s in seconds.items()
+            ],
+            "text": [f"Brawddeg {k}." for k in seconds],
+        }
+    ).cast_column("audio", datasets.Audio())
+    part.save_to_disk(str(tmp_path / "ds"))
+    result = import_hf(tmp_path / "ds", tmp_path / "out", language="cy", echo=None)
+    items = {u.id: u for u in read_manifest(result.manifest)}
+    assert set(items) == set(seconds)
+    assert len({u.audio for u in items.values()}) == 3
+    for uid, item in items.items():
+        assert item.text == f"Brawddeg {uid}."
+        assert item.duration == pytest.approx(seconds[uid], abs=0.01)

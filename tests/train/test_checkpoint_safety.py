@@ -51,7 +51,9 @@ def test_a_checkpoint_holds_no_pickle(make_config) -> None:
         assert not path.read_bytes().startswith(b"\x80"), f"{path.name} looks like a pickle"
 
 
-def test_a_forged_pickle_in_a_checkpoint_is_refused_and_never_run(make_config, tmp_path: Path, capsys) -> None:
+def test_a_forged_pickle_in_a_checkpoint_is_refused_and_never_run(
+    make_config, tmp_path: Path, capsys
+) -> None:
     config = make_config(stop_after_steps=2)
     train(config)
     (folder,) = list_checkpoints(config.run_dir / "checkpoints")
@@ -113,9 +115,13 @@ def test_resume_refuses_another_world_size(make_config) -> None:
 def test_a_resumed_epoch_reports_the_loss_of_all_its_steps(make_config, tmp_path: Path) -> None:
     straight = make_config(output_dir=str(tmp_path / "straight"), optim={"epochs": 1, "batch_size": 1})
     expected = train(straight)["epochs"][0]["train_loss"]
-    cut = make_config(output_dir=str(tmp_path / "cut"), optim={"epochs": 1, "batch_size": 1}, stop_after_steps=5)
+    cut = make_config(
+        output_dir=str(tmp_path / "cut"), optim={"epochs": 1, "batch_size": 1}, stop_after_steps=5
+    )
     train(cut)
-    resumed = train(make_config(output_dir=str(tmp_path / "cut"), optim={"epochs": 1, "batch_size": 1}), resume=True)
+    resumed = train(
+        make_config(output_dir=str(tmp_path / "cut"), optim={"epochs": 1, "batch_size": 1}), resume=True
+    )
     assert resumed["epochs"][0]["train_loss"] == pytest.approx(expected, rel=1e-6)
 
 

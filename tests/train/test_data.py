@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,28 @@ def test_shard_batch_splits_a_global_batch_between_processes() -> None:
 
 def test_tiny_manifest_fixture_reads(tiny_train: Path) -> None:
     assert len(read_manifest(tiny_train)) == 8
+
+
+def test_a_language_the_model_lacks_names_the_item_the_model_and_the_nearest_code(
+    tokenizer, tmp_path: Path
+) -> None:
+    from dama_asr.languages import size_languages
+
+    base = set(size_languages("whisper-base"))
+    # The bad items come last, after items whose audio would be read: the whole manifest is checked first.
+    items = [
+        _item(tmp_path, "bore da", uid="first"),
+        _item(tmp_path, "早晨", "yue", uid="hk-1", audio=False),
+        _item(tmp_path, "唔該", "yue", uid="hk-2", audio=False),
+    ]
+    with pytest.raises(UnknownLanguageError) as caught:
+        prepare_examples(items, tokenizer, base, 448, model_name="whisper-base")
+    message = str(caught.value)
+    assert message.startswith("item 'hk-1' (and 1 more item(s)): language 'yue' is not one of whisper-base's")
+    assert "only whisper-large-v3 has it" in message and "label it 'zh'" in message
+    # Without a name, the model is named after the tokenizer's folder, never left out.
+    with pytest.raises(UnknownLanguageError, match="not one of the model's 3 languages"):
+        prepare_examples(items, tokenizer, LANGS, 448)
+    relabelled = [items[0], *(replace(u, language="zh") for u in items[1:])]
+    examples, _ = prepare_examples(relabelled, tokenizer, base, 448, check_audio=False)
+    assert [e.item.id for e in examples] == ["first", "hk-1", "hk-2"]

@@ -9,9 +9,15 @@ import torch
 from safetensors import safe_open
 
 from dama_asr.backbone.loading import load_backbone
+from dama_asr.data.manifest import read_manifest
 from dama_asr.testing import tiny_manifest, tiny_whisper
 from dama_asr.train import train
-from dama_asr.train.encoder_cache import EncoderCache, utterance_key, whisper_fingerprint
+from dama_asr.train.encoder_cache import (
+    EncoderCache,
+    cached_encoder_outputs,
+    utterance_key,
+    whisper_fingerprint,
+)
 from dama_asr.train.metrics_log import read_log
 
 
@@ -69,3 +75,12 @@ def test_same_losses_with_and_without_the_cache(make_config, tmp_path: Path) -> 
     a = [r["loss"] for r in read_log(cached.run_dir / "train_log.jsonl")]
     b = [r["loss"] for r in read_log(direct.run_dir / "train_log.jsonl")]
     assert a == pytest.approx(b, rel=1e-3)  # float16 storage of the encoder outputs
+
+
+def test_an_empty_cache_passed_in_is_the_one_filled(tiny_backbone, tmp_path: Path) -> None:
+    items = read_manifest(tiny_manifest(tmp_path / "corpus", n=2))
+    fe = tiny_backbone.processor.feature_extractor
+    cache = EncoderCache(whisper_fingerprint(tiny_backbone.model, fe), root=tmp_path / "cache")
+    lookup = cached_encoder_outputs(tiny_backbone, items, cache=cache)  # empty, hence falsy
+    assert len(cache) == 2 and len(list(cache.dir.glob("shard-*.safetensors"))) == 1
+    assert lookup([1, 0]).shape == (2, 1500, tiny_backbone.model.config.d_model)

@@ -135,12 +135,17 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> AdapterConfig:
+        if not isinstance(data, dict):
+            raise AdapterConfigError(f"adapter options must be a mapping, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise AdapterConfigError(f"unknown adapter option(s): {', '.join(sorted(unknown))}")
         data = dict(data)
-        if "targets" in data:
-            targets = data["targets"]
-            data["targets"] = tuple(targets.split(",") if isinstance(targets, str) else targets)
-        return cls(**data)
+        try:
+            if "targets" in data:
+                targets = data["targets"]
+                data["targets"] = tuple(targets.split(",") if isinstance(targets, str) else targets)
+            return cls(**data)
+        except TypeError as err:  # a value of the wrong type (r: "eight") from a hand-edited file
+            raise AdapterConfigError(f"adapter options: a value has the wrong type ({err})") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from dama_asr.data.manifest import ManifestError, read_manifest, write_manifest
@@ -20,8 +21,13 @@ def _options(args: argparse.Namespace) -> ValidationOptions:
 
 def cmd_check(args: argparse.Namespace) -> None:
     from dama_asr.data.validate import validate_manifest
+    from dama_asr.languages import model_languages_offline
 
-    report = validate_manifest(args.manifest, _options(args))
+    found = model_languages_offline(args.model)
+    if found.codes is None:
+        print(f"note: {found.source}; languages are checked against all of Whisper's codes")
+    options = replace(_options(args), languages=found.codes, model=args.model)
+    report = validate_manifest(args.manifest, options)
     print(report.summary())
     print(hours_table(report.good))
     if args.out:
@@ -118,6 +124,11 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     p = data_sub.add_parser("check", help="validate a manifest; exit code 2 when any item fails")
     p.add_argument("manifest")
     p.add_argument("--out", help="also write the good items (durations filled) to this manifest")
+    p.add_argument(
+        "--model",
+        default="whisper-base",
+        help="check languages against this model's (a size, hub id or local folder; default whisper-base)",
+    )
     _add_validation_args(p)
     p.set_defaults(func=cmd_check)
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from dama_asr.data.audio import MAX_SECONDS, SAMPLE_RATE, AudioError
 from dama_asr.data.manifest import ManifestError, Utterance, iter_manifest
 from dama_asr.data.scripts import script_mismatch
-from dama_asr.languages import UnknownLanguageError, normalise_language
+from dama_asr.languages import UnknownLanguageError, normalise_language, unsupported_language_message
 
 ERROR, NOTE = "error", "note"
 # kind -> (severity, what it means); the order is the order of the summary.
@@ -34,6 +34,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "malformed_line": (ERROR, "manifest line is not a valid utterance"),
     "duplicate_id": (ERROR, "id already used by an earlier item"),
     "unknown_language": (ERROR, "not one of Whisper's language codes"),
+    "unsupported_language": (ERROR, "a Whisper code the chosen model has no token for"),
     "empty_transcript": (ERROR, "transcript has no letters or digits"),
     "script_mismatch": (ERROR, "transcript is not in the language's script"),
     "missing_audio": (ERROR, "audio file does not exist"),
@@ -58,6 +59,9 @@ class ValidationOptions:
     min_script_share: float = 0.5  # share of letters that must be in the language's script(s)
     reject_multichannel: bool = False
     workers: int = min(4, os.cpu_count() or 1)  # threads for audio (libsndfile releases the GIL)
+    # The codes the model to be trained has tokens for (None: any Whisper code) and its name, for messages.
+    languages: frozenset[str] | None = None
+    model: str = ""
 
 
 DEFAULT_OPTIONS = ValidationOptions()
@@ -204,6 +208,16 @@ def _check_text(
     if code != item.language:
         notes.append(Problem("language_renamed", item.id, f"{item.language!r} -> {code!r}"))
         item = replace(item, language=code)
+    if options.languages is not None and code not in options.languages:
+        return (
+            item,
+            Problem(
+                "unsupported_language",
+                item.id,
+                unsupported_language_message(code, options.languages, options.model or "the model"),
+            ),
+            notes,
+        )
     if not any(c.isalnum() for c in item.text):
         return item, Problem("empty_transcript", item.id, f"transcript {item.text!r} is empty"), notes
     mismatch = script_mismatch(item.text, code, options.min_script_share)
@@ -250,14 +264,22 @@ def validate_items(
 ) -> ValidationReport:
     """Check every item; good ones (durations filled, codes normalised) land in `report.good`, in order."""
     report = report or ValidationReport()
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # id -> audio of its first item
     pending: list[Utterance] = []  # passed the cheap checks; their audio is inspected next
     for item in items:
         report.total += 1
         if item.id in seen:
-            report.reject(item, Problem("duplicate_id", item.id, "id appears more than once"))
+            first = seen[item.id]
+            report.reject(
+                item,
+                Problem(
+                    "duplicate_id",
+                    item.id,
+                    f"id appears more than once (audio {first} kept, {item.audio} rejected); ids must be unique",
+                ),
+            )
             continue
-        seen.add(item.id)
+        seen[item.id] = item.audio
         item, error, notes = _check_text(item, options)
         for note in notes:
             report.record(note)

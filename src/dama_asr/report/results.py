@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+from dama_asr.errors import DamaError
+
+
+class ResultsError(DamaError, ValueError):
+    """A cell file or a page marker that cannot be read; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ def load_cell_results(folder: str | Path) -> list[dict]:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err.msg}); delete it to rerun that cell") from err
+            raise ResultsError(f"{path}: not valid JSON ({err.msg}); delete it to rerun that cell") from err
         if "cell" in data and "test" in data:
             results.append(data)
     return results
@@ -176,3 +184,180 @@ def markdown_tables(aggs: list[Aggregate]) -> str:
             f"{a.samples_per_second:.2f} | {a.peak_memory_gib:.2f} | {a.torch_threads} | {forget} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# ---- tables for hand-written pages (docs/STUDY.md) -----------------------------------------------
+# A page keeps its prose and marks each table with `<!-- generated:KIND study=FOLDER key="value" -->`
+# ... `<!-- /generated -->`; `fill_generated` rewrites what lies between from the cell files, so the
+# numbers a reading cites cannot drift from the cells. Columns, rows and labels come from the marker,
+# in the order it gives them, so the same cells always give the same page.
+# Markers stand on lines of their own, so that prose may quote them.
+GENERATED = re.compile(
+    r"^(<!-- generated:(?P<spec>[^\n]*) -->\n)(?P<body>.*?)^(<!-- /generated -->)$", re.DOTALL | re.MULTILINE
+)
+OPENING, CLOSING = (
+    re.compile(r"^<!-- generated:", re.MULTILINE),
+    re.compile(r"^<!-- /generated -->$", re.MULTILINE),
+)
+
+
+class GeneratedBlockError(ResultsError):
+    pass
+
+
+def _labels(text: str) -> dict[str, str]:
+    """'dama=DAMA,lora=LoRA-64' -> {'dama': 'DAMA', 'lora': 'LoRA-64'} (a bare name is its own label)."""
+    pairs = [p.partition("=") for p in text.split(",") if p.strip()]
+    return {key.strip(): (label.strip() or key.strip()) for key, _, label in pairs}
+
+
+def _row(cells: list[str]) -> str:
+    return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
+
+
+def _points(values: list[float], spread: bool = True) -> str:
+    """Percentage points, mean ± std where there are several seeds: '57.5 ± 1.3', or '57.2'."""
+    mean, std = _mean_std(values)
+    return f"{mean * 100:.1f}" + (f" ± {std * 100:.1f}" if spread and len(values) > 1 else "")
+
+
+def _millions(count: int) -> str:
+    """Three significant digits: 1.33 M, 52.0 M."""
+    value = count / 1e6
+    return f"{value:.{max(0, 2 - math.floor(math.log10(value)))}f} M" if value > 0 else "0 M"
+
+
+def _float32_groups(results: list[dict]) -> dict[tuple[str, str, float], list[dict]]:
+    """(corpus, method, hours) -> its float32 cells, by seed (other precisions have their own table)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        c = r["cell"]
+        if c.get("precision", "no") == "no":
+            groups[(c.get("corpus", ""), c["method"], float(c["hours"]))].append(r)
+    return {k: sorted(v, key=lambda r: r["cell"]["seed"]) for k, v in sorted(groups.items())}
+
+
+def wer_by_method_table(results: list[dict], methods: str, corpora: str) -> str:
+    """Methods as columns, (corpus, hours) as rows: test WER (CER) of the float32 cells, then zero-shot."""
+    methods_, corpora_ = _labels(methods), _labels(corpora)
+    groups = _float32_groups(results)
+    params = {
+        m: next((rs[0]["trainable_parameters"] for k, rs in groups.items() if k[1] == m), 0) for m in methods_
+    }
+    lines = [_row(["", *methods_.values()]), "|---|" + "---|" * len(methods_),
+             _row(["trainable params", *(_millions(p) if p else "" for p in params.values())])]  # fmt: skip
+    zero_shot = []
+    for corpus, label in corpora_.items():
+        for hours in sorted({h for (c, m, h) in groups if c == corpus and m in methods_}):
+            row = [f"{label} {hours:g} h"]
+            for method in methods_:
+                rs = groups.get((corpus, method, hours), [])
+                seeds = f", n={len(rs)}" if len(rs) > 1 else ""
+                wer, cer = _points([r["test"]["wer"] for r in rs]), _points([r["test"]["cer"] for r in rs])
+                row.append(f"{wer} ({cer}){seeds}" if rs else "")
+            lines.append(_row(row))
+        base = [
+            r["zero_shot"] for k, rs in groups.items() if k[0] == corpus for r in rs if r.get("zero_shot")
+        ]
+        if base:
+            wer, cer = (_mean_std([z[m] for z in base])[0] for m in ("wer", "cer"))
+            zero_shot.append(f"{label} {_pct(wer)} ({_pct(cer)})")
+    return "\n".join(lines) + ("\n\nZero-shot: " + ", ".join(zero_shot) + "." if zero_shot else "") + "\n"
+
+
+def forgetting_table(results: list[dict], methods: str, corpora: str) -> str:
+    """English WER after adaptation, a row per (corpus, method), a column per budget; float32 cells."""
+    methods_, corpora_ = _labels(methods), _labels(corpora)
+    groups = {
+        k: [r["forgetting"] for r in rs if r.get("forgetting")]
+        for k, rs in _float32_groups(results).items()
+        if k[0] in corpora_ and k[1] in methods_
+    }
+    groups = {k: f for k, f in groups.items() if f}
+    hours = sorted({h for (_, _, h) in groups})
+    before = _mean_std([f["en_wer_before"] for fs in groups.values() for f in fs])[0]
+    lines = [_row([f"English WER after ({_pct(before)} before)", *(f"{h:g} h" for h in hours)]),
+             "|---|" + "---|" * len(hours)]  # fmt: skip
+    for corpus, corpus_label in corpora_.items():
+        for method, label in methods_.items():
+            if any((corpus, method, h) in groups for h in hours):
+                row = [f"{label}, {corpus_label}"]
+                for h in hours:
+                    fs = groups.get((corpus, method, h), [])
+                    seeds = f" (n={len(fs)})" if len(fs) > 1 else ""
+                    row.append(_points([f["en_wer_after"] for f in fs]) + seeds if fs else "")
+                lines.append(_row(row))
+    return "\n".join(lines) + "\n"
+
+
+def precision_table(results: list[dict], hours: str, precision: str = "bf16") -> str:
+    """Each (corpus, method) with `precision` repeats at `hours`: WER per seed against its float32 cells."""
+    by: dict[tuple[str, str], dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for r in results:
+        c, p = r["cell"], r["cell"].get("precision", "no")
+        if float(c["hours"]) == float(hours) and p in ("no", precision):
+            by[(c.get("corpus", ""), c["method"])][p][int(c["seed"])] = r
+    rows = {k: v for k, v in sorted(by.items()) if precision in v and "no" in v}
+    seeds = sorted({s for v in rows.values() for runs in v.values() for s in runs})
+    tag = "/".join(map(str, seeds))
+    lines = [_row(["corpus", "method", f"float32 WER, seeds {tag}", f"{precision} WER, seeds {tag}",
+                   "float32 mean ± sd", f"{precision} mean ± sd", f"EN WER after, fp32 → {precision}"]),
+             "|---|---|---|---|---:|---:|---|"]  # fmt: skip
+    for (corpus, method), v in rows.items():
+        kinds = ("no", precision)
+        per_seed = {
+            p: "/".join(_points([v[p][s]["test"]["wer"]]) if s in v[p] else "–" for s in seeds) for p in kinds
+        }
+        mean = {p: _points([r["test"]["wer"] for r in v[p].values()]) for p in kinds}
+        after = {
+            p: [r["forgetting"]["en_wer_after"] for r in v[p].values() if r.get("forgetting")] for p in kinds
+        }
+        forget = " → ".join(_points(after[p], spread=False) for p in kinds) if all(after.values()) else "–"
+        n = f" (n={len(v[precision])})"
+        lines.append(
+            _row(
+                [corpus, method, per_seed["no"], per_seed[precision] + n, mean["no"], mean[precision], forget]
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+GENERATORS = {
+    "wer-by-method": wer_by_method_table,
+    "forgetting": forgetting_table,
+    "precision": precision_table,
+}
+
+
+def fill_generated(text: str, root: str | Path, where: str = "page") -> str:
+    """`text` with every generated block rewritten from the cells of its `study=` folder (under root)."""
+    studies: dict[str, list[dict]] = {}
+
+    def fill(match: re.Match) -> str:
+        try:
+            kind, *args = shlex.split(match["spec"])
+        except ValueError as err:  # an unclosed quote
+            raise GeneratedBlockError(f"{where}: marker '{match['spec']}': {err}") from err
+        params = dict(a.partition("=")[::2] for a in args)
+        study = params.pop("study", "")
+        if kind not in GENERATORS or not study:
+            raise GeneratedBlockError(
+                f"{where}: marker '{match['spec']}' needs a kind ({', '.join(GENERATORS)}) and study=FOLDER"
+            )
+        if study not in studies:
+            studies[study] = load_cell_results(Path(root) / study)
+            if not studies[study]:
+                raise GeneratedBlockError(f"{where}: study={study} has no cell results under {root}")
+        try:
+            body = GENERATORS[kind](studies[study], **params)
+        except TypeError as err:  # a missing or unknown parameter in the marker
+            raise GeneratedBlockError(f"{where}: marker '{match['spec']}': {err}") from err
+        # Blank lines around the table: a comment line touching it could be read as part of it.
+        return f"{match[1]}\n{body.strip()}\n\n{match[4]}"
+
+    filled = GENERATED.sub(fill, text)
+    if len(OPENING.findall(filled)) != len(CLOSING.findall(filled)):
+        raise GeneratedBlockError(
+            f"{where}: a `<!-- generated:... -->` marker lacks its `<!-- /generated -->`"
+        )
+    return filled

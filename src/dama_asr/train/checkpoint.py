@@ -16,7 +16,6 @@ by hand).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -31,6 +30,7 @@ from torch import nn
 from dama_asr.atomic import atomic_dir, atomic_write_text
 from dama_asr.errors import DamaError
 from dama_asr.faults import crash_point
+from dama_asr.integrity import read_manifest, verify_files, write_manifest
 from dama_asr.train.state_io import StateFileError, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_checkpoint(
     folder: Path,
     model: nn.Module,
@@ -105,22 +97,16 @@ def save_checkpoint(
         save_state(scheduler.state_dict(), scratch, "scheduler")
         save_state({"ranks": rng_states or [rng_state()]}, scratch, "rng")
         atomic_write_text(scratch / "state.json", json.dumps(state, indent=2, allow_nan=False))
-        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(scratch.iterdir())}
-        atomic_write_text(scratch / MANIFEST, json.dumps({"format": FORMAT, "files": files}, indent=2))
+        write_manifest(scratch, MANIFEST, FORMAT)
         crash_point("checkpoint-rename")
     return folder
 
 
 def verify_checkpoint(folder: Path) -> dict:
     """The checkpoint's state.json, or CheckpointError saying what is wrong with it."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{folder}: no {MANIFEST} (incomplete checkpoint)") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{folder}/{MANIFEST}: not valid JSON ({err.msg})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{folder}: {MANIFEST} is not a dama checkpoint manifest")
+    files = read_manifest(folder, MANIFEST, FORMAT, CheckpointError)
+    if files is None:
+        raise CheckpointError(f"{folder}: no {MANIFEST} (incomplete checkpoint)")
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         # Older versions wrote torch.save pickles; loading one can run arbitrary code, whoever wrote it.
@@ -129,16 +115,7 @@ def verify_checkpoint(folder: Path) -> dict:
             "can run code; this one may be from an older dama or forged). Delete this checkpoint folder to "
             "resume from an earlier one, or start the run again"
         )
-    for name, expected in manifest["files"].items():
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointError(f"{folder}: {name} is missing")
-        if path.stat().st_size != expected["bytes"]:
-            raise CheckpointError(
-                f"{folder}: {name} is {path.stat().st_size} bytes, expected {expected['bytes']} (truncated?)"
-            )
-        if _sha256(path) != expected["sha256"]:
-            raise CheckpointError(f"{folder}: {name} does not match its checksum (corrupt)")
+    verify_files(folder, files, CheckpointError)
     try:
         return json.loads((folder / "state.json").read_text())
     except json.JSONDecodeError as err:

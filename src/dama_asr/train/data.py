@@ -18,6 +18,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +27,12 @@ from dama_asr.data.audio import AudioError, load_audio
 from dama_asr.data.manifest import Utterance
 from dama_asr.errors import DamaError
 from dama_asr.evaluate import SkippedItems
-from dama_asr.languages import UnknownLanguageError, language_token, normalise_language
+from dama_asr.languages import (
+    UnknownLanguageError,
+    language_token,
+    normalise_language,
+    unsupported_language_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,25 +75,49 @@ def token_sequence(tokenizer, language: str, text: str) -> list[int]:
     return [*prompt_tokens(tokenizer, language), *body, tokenizer.convert_tokens_to_ids("<|endoftext|>")]
 
 
+def model_item_languages(items: Sequence[Utterance], known_languages: set[str], model_name: str) -> list[str]:
+    """Each item's code, checked against the model's codes for the whole manifest before any other work.
+
+    An unknown code, or one the model has no token for (`yue` on whisper-base), is an error naming
+    the first such item, the model, and how many more items share the problem.
+    """
+    codes, bad = [], []
+    for item in items:
+        try:
+            code = normalise_language(item.language)
+        except UnknownLanguageError as err:
+            raise UnknownLanguageError(f"item {item.id!r}: {err}") from None
+        if code not in known_languages:
+            bad.append((item, code))
+        codes.append(code)
+    if bad:
+        item, code = bad[0]
+        more = f" (and {len(bad) - 1} more item(s))" if len(bad) > 1 else ""
+        raise UnknownLanguageError(
+            f"item {item.id!r}{more}: {unsupported_language_message(code, known_languages, model_name)}"
+        )
+    return codes
+
+
 def prepare_examples(
     items: Sequence[Utterance],
     tokenizer,
     known_languages: set[str],
     max_target_positions: int,
     check_audio: bool = True,
+    model_name: str = "",
 ) -> tuple[list[Example], SkippedItems]:
     """Validate and tokenise a training manifest, before any model work.
 
     Unknown languages and over-long transcripts are errors naming the item; empty transcripts and
-    unreadable audio are skipped and counted. An empty result is an error.
+    unreadable audio are skipped and counted. An empty result is an error. `model_name` names the
+    model in language errors (default: the tokenizer's folder name).
     """
+    model_name = model_name or Path(tokenizer.name_or_path or "").name or "the model"
+    languages = model_item_languages(items, known_languages, model_name)
     skipped = SkippedItems()
     examples = []
-    for item in items:
-        try:
-            language = normalise_language(item.language, known_languages)
-        except UnknownLanguageError as err:
-            raise UnknownLanguageError(f"item {item.id!r}: the model has no language token: {err}") from None
+    for item, language in zip(items, languages, strict=True):
         if not item.text.strip():
             skipped.add("empty transcript", item.id)
             continue

@@ -1,6 +1,6 @@
 """Encoder-output cache: when the encoder is frozen, encode each utterance once, for every run.
 
-Layout under `$DAMA_HOME/cache/encoder/<backbone fingerprint>/`:
+Layout under `$DAMA_HOME/cache/encoder/<backbone fingerprint>/` (details in `cache_store`):
     shard-<uuid>.safetensors   float16 tensors (1500, D), one per utterance key
     index.jsonl                one line per shard: {"shard": name, "keys": [...]}, appended under a lock
 
@@ -9,8 +9,11 @@ encoder weight and the precision the encoder ran in, so a different model (or an
 never reads another's outputs, and a bf16 cache is never read by a float32 run (or the reverse).
 A key hashes the audio's absolute path, size and mtime: an edited file is re-encoded.
 We keep all 1500 frames (30 s padded): Whisper's cross-attention was trained on padded windows.
-Shards are written to a temporary name and renamed, so readers never see half a shard; two writers
-of the same key both produce valid shards and the index keeps the first.
+Shards are written to a temporary name, fsynced and renamed (`dama_asr.durable`), so readers never
+see half a shard, and a full disk stops with DiskFullError before anything is half-written; two
+writers of the same key both produce valid shards and the index keeps the first. Everything here
+can be recomputed, so damage is healed by dropping it: an unreadable shard is deleted and its
+utterances encoded again, a torn index line is skipped, an abandoned temporary file is removed.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,13 +28,29 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from dama_asr.atomic import file_lock
 from dama_asr.data.manifest import Utterance
-from dama_asr.paths import dama_home
+from dama_asr.durable import remove_stale_temps, write_file
 from dama_asr.precision import autocast, compute_dtype
+from dama_asr.train.cache_store import (
+    INDEX,
+    LOCK,
+    PRUNE_HINT,
+    SHARD_ERRORS,
+    SHARD_GLOB,
+    TOUCH_SECONDS,
+    CacheError,
+    append_record,
+    check_shards,
+    drop_shard,
+    encoder_root,
+    live_index,
+    read_index,
+    touch_last_used,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,32 +98,51 @@ def utterance_key(audio_path: str | Path) -> str:
     return hashlib.sha256(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:32]
 
 
-class EncoderCache:
-    """Float16 encoder outputs on disk, looked up by utterance key."""
+class _Unreadable(Exception):
+    def __init__(self, shard: str, reason: str) -> None:
+        super().__init__(shard, reason)
+        self.shard, self.reason = shard, reason
 
-    def __init__(self, fingerprint: str, root: Path | None = None) -> None:
-        self.dir = (root or dama_home() / "cache" / "encoder") / fingerprint
+
+class EncoderCache:
+    """Float16 encoder outputs on disk, looked up by utterance key.
+
+    A shard that cannot be read as the index says (truncated, corrupt, vanished, wrong shape) is
+    dropped with one warning and its utterances count as missing again: `missing` checks the shards
+    it is asked about, so `fill_cache` re-encodes them, and `get` re-encodes them on the spot when an
+    encoder is attached (`attach_encoder`). `frame_shape` (frames, D), where the caller knows it,
+    makes the shape check exact; otherwise the shape most shards share is taken as right.
+    """
+
+    def __init__(
+        self, fingerprint: str, root: Path | None = None, frame_shape: tuple[int, int] | None = None
+    ) -> None:
+        self.dir = (root or encoder_root()) / fingerprint
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.frame_shape = tuple(frame_shape) if frame_shape else None
         self._index: dict[str, str] = {}
         self._handles: dict[str, object] = {}
+        self._checked: set[str] = set()  # shards whose header matched the index, in this process
+        self._warned_torn = False
+        self._touched = float("-inf")
+        self._encoder: tuple[dict[str, Utterance], Callable, int] | None = None
+        remove_stale_temps(self.dir)
         self.reload()
-
-    @property
-    def _index_path(self) -> Path:
-        return self.dir / "index.jsonl"
+        self._touch()
 
     def reload(self) -> None:
-        """Re-read the index (after other processes added shards)."""
-        if not self._index_path.is_file():
-            return
-        for line in self._index_path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being appended right now
-            if (self.dir / record["shard"]).is_file():
-                for key in record["keys"]:
-                    self._index.setdefault(key, record["shard"])
+        """Re-read the index (after other processes added or dropped shards)."""
+        # Under the writers' lock, so a line being appended is never mistaken for a torn one.
+        with file_lock(self.dir / LOCK):
+            records, torn = read_index(self.dir)
+        if torn and not self._warned_torn:
+            self._warned_torn = True
+            log.warning("encoder cache %s: skipped %d unreadable line(s) of %s (left by a crash); "
+                        "`dama cache prune` rewrites it", self.dir, torn, INDEX)  # fmt: skip
+        self._index = live_index(self.dir, records)
+        live = set(self._index.values())
+        for shard in [s for s in self._handles if s not in live]:
+            del self._handles[shard]
 
     def __contains__(self, key: str) -> bool:
         return key in self._index
@@ -113,36 +150,107 @@ class EncoderCache:
     def __len__(self) -> int:
         return len(self._index)
 
+    def attach_encoder(
+        self,
+        items: Sequence[Utterance],
+        keys: Sequence[str],
+        encode: Callable[[Sequence[Utterance]], torch.Tensor],
+        batch_size: int = 8,
+    ) -> None:
+        """Let `get` re-encode these items when their shard turns out unreadable mid-run."""
+        self._encoder = (dict(zip(keys, items, strict=True)), encode, batch_size)
+
     def missing(self, keys: Sequence[str]) -> list[str]:
-        return [k for k in dict.fromkeys(keys) if k not in self._index]
+        """The keys not cached, after dropping the unreadable shards that held some of them."""
+        keys = list(dict.fromkeys(keys))
+        while self._drop_bad({self._index[k] for k in keys if k in self._index}):
+            pass  # a dropped shard's key may fall back to a second writer's copy: check that one too
+        return [k for k in keys if k not in self._index]
+
+    def _drop_bad(self, shards: set[str]) -> bool:
+        """Check the headers of the shards not checked yet; drop the bad ones. True if any was."""
+        todo: dict[str, list[str]] = {s: [] for s in shards if s not in self._checked}
+        if not todo:
+            return False
+        for key, shard in self._index.items():
+            if shard in todo:
+                todo[shard].append(key)
+        problems, shape = check_shards(self.dir, todo, self.frame_shape)
+        self.frame_shape = self.frame_shape or shape
+        self._checked.update(s for s in todo if s not in problems)
+        for shard, problem in problems.items():
+            self._drop(shard, problem)
+        return bool(problems)
+
+    def _drop(self, shard: str, reason: str) -> None:
+        self._handles.pop(shard, None)
+        self._checked.discard(shard)
+        drop_shard(self.dir, shard, reason)
+        self.reload()
 
     def add(self, outputs: dict[str, torch.Tensor]) -> None:
-        """Store {key: (frames, D)} as one shard, in float16."""
+        """Store {key: (frames, D)} as one shard, in float16; DiskFullError if it does not fit."""
+        if not outputs:
+            return
+        tensors = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in outputs.items()}
+        self.frame_shape = self.frame_shape or tuple(next(iter(tensors.values())).shape)
         name = f"shard-{uuid.uuid4().hex}.safetensors"
-        tmp = self.dir / f".{name}.partial"
-        save_file({k: v.detach().to(torch.float16).contiguous().cpu() for k, v in outputs.items()}, str(tmp))
-        os.replace(tmp, self.dir / name)
-        with file_lock(self.dir / ".lock"):
-            with open(self._index_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"shard": name, "keys": list(outputs)}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        for key in outputs:
+        self.dir.mkdir(parents=True, exist_ok=True)  # `dama cache prune` may have evicted the folder
+        write_file(self.dir / name, save(tensors), PRUNE_HINT)
+        append_record(self.dir, {"shard": name, "keys": list(tensors)})
+        self._checked.add(name)
+        for key in tensors:
             self._index.setdefault(key, name)
+        self._touch()
 
     def get(self, keys: Sequence[str]) -> torch.Tensor:
         """(B, frames, D) float16."""
+        self._touch()
+        for _ in range(len(keys) + 1):  # each failed round drops a shard holding at least one key
+            try:
+                return self._read(keys)
+            except _Unreadable as bad:
+                self._drop(bad.shard, bad.reason)
+                absent = self.missing(keys)
+                if absent and not self._reencode(absent):
+                    raise CacheError(
+                        f"encoder cache {self.dir}: {bad.shard} could not be read ({bad.reason}); it was "
+                        "removed: rerun, and its utterances are encoded again"
+                    ) from None
+        raise CacheError(f"encoder cache {self.dir}: shards keep failing to read; run `dama cache verify`")
+
+    def _read(self, keys: Sequence[str]) -> torch.Tensor:
         rows = []
         for key in keys:
             shard = self._index[key]
-            handle = self._handles.get(shard)
-            if handle is None:
-                handle = self._handles[shard] = safe_open(str(self.dir / shard), framework="pt")
-            rows.append(handle.get_tensor(key))
+            try:
+                handle = self._handles.get(shard)
+                if handle is None:
+                    handle = self._handles[shard] = safe_open(str(self.dir / shard), framework="pt")
+                row = handle.get_tensor(key)  # (frames, D)
+            except SHARD_ERRORS as err:
+                raise _Unreadable(shard, f"{type(err).__name__}: {err}") from err
+            if row.dtype != torch.float16 or (self.frame_shape and tuple(row.shape) != self.frame_shape):
+                raise _Unreadable(shard, f"{key} is {row.dtype} {tuple(row.shape)}")
+            rows.append(row)
         return torch.stack(rows)
 
+    def _reencode(self, keys: list[str]) -> bool:
+        if self._encoder is None or any(k not in self._encoder[0] for k in keys):
+            return False
+        by_key, encode, batch_size = self._encoder
+        fill_cache(self, [by_key[k] for k in keys], keys, encode, batch_size)
+        return not self.missing(keys)
+
+    def _touch(self) -> None:
+        """Mark the folder used (the eviction order of `dama cache prune`), at most every few minutes."""
+        now = time.monotonic()
+        if now - self._touched > TOUCH_SECONDS:
+            self._touched = now
+            touch_last_used(self.dir)
+
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.dir.glob("shard-*.safetensors"))
+        return sum(p.stat().st_size for p in self.dir.glob(SHARD_GLOB))
 
 
 def fill_cache(
@@ -214,11 +322,14 @@ def cached_encoder_outputs(
 
     whisper = base_model_of(backbone.model)
     fe, precision = backbone.processor.feature_extractor, backbone.precision
-    cache = cache or EncoderCache(whisper_fingerprint(whisper, fe, precision))
+    frames = (whisper.config.max_source_positions, whisper.config.d_model)
+    if cache is None:  # not `cache or ...`: an empty cache is falsy (it has a __len__)
+        cache = EncoderCache(whisper_fingerprint(whisper, fe, precision), frame_shape=frames)
     keys = [utterance_key(item.audio) for item in items]
+    encode = encoder_function(whisper, fe, backbone.device, precision)
+    cache.attach_encoder(items, keys, encode, batch_size)
     missing = cache.missing(keys)
     if missing:
-        encode = encoder_function(whisper, fe, backbone.device, precision)
         with tqdm(total=len(missing), desc="encoder cache", unit="utt", leave=False) as bar:
             fill_cache(cache, items, keys, encode, batch_size, on_batch=bar.update)
     return lambda positions: cache.get([keys[i] for i in positions])

@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 
 from dama_asr.adapters import base_model_of, save_adapter, trainable_parameter_count
 from dama_asr.allocator import active_allocator
-from dama_asr.atomic import atomic_write_text
+from dama_asr.atomic import atomic_write_text, remove_leftovers
 from dama_asr.backbone.loading import Backbone, load_backbone
 from dama_asr.evaluate import evaluate_items
+from dama_asr.errors import DamaError
 from dama_asr.faults import crash_point
 from dama_asr.locks import FolderLock
 from dama_asr.train.checkpoint import (
@@ -58,7 +59,7 @@ from dama_asr.transcribe import DecodingOptions
 log = logging.getLogger(__name__)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(DamaError, RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
 
@@ -85,6 +86,10 @@ class Trainer:
 
     def _setup(self, config: TrainConfig, resume: bool) -> None:
         self._check_run_dir(resume)
+        if self.is_main:  # we hold the lock: any scratch folder here is a killed writer's
+            for folder in (self.run_dir, self.ckpt_dir):
+                for path in remove_leftovers(folder) if folder.is_dir() else []:
+                    log.info("removed %s, left by an interrupted write", path)
         self.backbone = load_backbone(config.model, device="cpu", precision="no")
         # What runs is the accelerator's resolution of config.precision for its device ('auto' -> bf16 or no).
         self.precision: str = self.accelerator.mixed_precision
@@ -106,7 +111,10 @@ class Trainer:
                       "epoch_losses": [], "epoch_train_seconds": 0.0,
                       "world_size": self.world, "global_batch": global_batch}  # fmt: skip
         self.resumed_from: Path | None = None
-        if resume:
+        if resume and not list_checkpoints(self.ckpt_dir):
+            # Killed before its first checkpoint: there is nothing to lose, so start from the beginning.
+            log.warning("%s: no checkpoint yet; --resume starts the run from the beginning", self.run_dir)
+        elif resume:
             self.resumed_from, self.state = latest_good_checkpoint(self.ckpt_dir)
             self._check_world(self.state, global_batch)
             load_checkpoint(
@@ -116,7 +124,7 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         self.log = MetricsLog(Path(config.log_dir) if config.log_dir else self.run_dir, self.is_main)
         if resume:
-            self.log.truncate_after(self.state["global_step"])
+            self.log.truncate_after(self.state["global_step"])  # 0 when starting over
         self.cache: EncoderCache | None = None
         self.cross_kv: CrossKV | None = None
 
@@ -375,6 +383,7 @@ class Trainer:
         if self.is_main and not stopped:
             save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter, self.run_dir / "final",
                          base_model=self.config.model)  # fmt: skip
+            crash_point("final-save")  # final/ written, summary.json not yet
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         self.accelerator.wait_for_everyone()
         self.log.close()

@@ -19,11 +19,10 @@ from dama_asr.backbone.loading import Backbone
 from dama_asr.data.manifest import Utterance, read_manifest
 from dama_asr.evaluate import SkippedItems
 from dama_asr.faults import crash_point
-from dama_asr.languages import normalise_language
 from dama_asr.precision import compute_dtype, hold_frozen_weights, resolve_precision
 from dama_asr.train.config import OptimConfig, TrainConfig
 from dama_asr.train.cross_kv import CrossKV, budget_bytes, can_cache
-from dama_asr.train.data import Example, epoch_batches, prepare_examples
+from dama_asr.train.data import Example, epoch_batches, model_item_languages, prepare_examples
 from dama_asr.train.encoder_cache import (
     EncoderCache,
     encoder_function,
@@ -69,12 +68,13 @@ def load_run_data(config: TrainConfig, backbone: Backbone) -> RunData:
     tokenizer = backbone.processor.tokenizer
     known = backbone.languages
     max_positions = backbone.model.config.max_target_positions
-    examples, skipped = prepare_examples(read_manifest(config.train), tokenizer, known, max_positions)
+    examples, skipped = prepare_examples(
+        read_manifest(config.train), tokenizer, known, max_positions, model_name=backbone.name
+    )
     dev: list[Utterance] = []
     if config.dev and config.eval.enabled:
         dev = read_manifest(config.dev)
-        for item in dev:
-            normalise_language(item.language, known)
+        model_item_languages(dev, known, backbone.name)
         n = config.eval.max_utterances
         if n and len(dev) > n:
             chosen = sorted(random.Random(config.seed).sample(range(len(dev)), n))
@@ -166,6 +166,8 @@ def build_encoder_cache(
     mine = [(k, item) for k, item in zip(keys, items, strict=True) if k in missing]
     mine = mine[accelerator.process_index :: accelerator.num_processes]
     encode = encoder_function(whisper, fe, accelerator.device, backbone.precision)
+    # A shard that goes bad mid-run (a disk error, `dama cache prune` meanwhile) is re-encoded, not fatal.
+    cache.attach_encoder(items, keys, encode, batch_size)
     from tqdm.auto import tqdm
 
     with tqdm(

@@ -8,8 +8,11 @@ written and each file is replaced atomically, so a failed import leaves no parti
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +23,7 @@ from dama_asr.atomic import atomic_write_text
 from dama_asr.data.manifest import SPLITS, ManifestError, Utterance, write_manifest
 from dama_asr.data.stats import hours_table
 from dama_asr.data.validate import DEFAULT_OPTIONS, ValidationOptions, ValidationReport, validate_items
-from dama_asr.languages import UnknownLanguageError, normalise_language
+from dama_asr.languages import LARGE_V3_ONLY, UnknownLanguageError, nearest_language, normalise_language
 
 Echo = Callable[[str], None]
 
@@ -119,6 +122,7 @@ def validate_for_import(
     report = validate_items(items, options, report=report, progress=echo is not None)
     if echo:
         echo(report.summary())
+    warn_large_v3_only(report.good, echo)
     if not report.good:
         raise ManifestError(
             f"no usable utterances out of {report.total}; nothing written (see the summary above)"
@@ -161,6 +165,78 @@ def import_items(
     echo: Echo | None = echo_stderr,
 ) -> ImportResult:
     return write_import(validate_for_import(items, report, options, echo), out_dir, echo)
+
+
+# Characters kept in file names made from ids: letters, digits (any script), dot, dash, underscore.
+_UNSAFE_CHARS = re.compile(r"[^\w.\-]")
+_MAX_STEM_BYTES = 180  # file systems allow 255 bytes; room for a hash and a suffix
+
+
+def safe_file_stem(item_id: str) -> str:
+    """`item_id` made safe as a file name: path separators and other unsafe characters become `_`.
+
+    Dots are kept (`spk1.001` stays `spk1.001`; the suffix is appended, never substituted). A leading
+    dot would hide the file or climb out of the folder (`..`), so it becomes `_` too.
+    """
+    stem = _UNSAFE_CHARS.sub("_", item_id)
+    stem = re.sub(r"^\.", "_", stem) or "_"
+    if len(stem.encode("utf-8")) > _MAX_STEM_BYTES:
+        stem = stem.encode("utf-8")[:_MAX_STEM_BYTES].decode("utf-8", errors="ignore")
+    return stem
+
+
+class FileNameClash(ManifestError):
+    """Two items would be written to the same file."""
+
+
+class AudioNamer:
+    """Distinct, safe file names for the items of one import, so no item's audio overwrites another's.
+
+    An id keeps its sanitised form where that is free; when two ids sanitise to the same name (`a/b`
+    and `a_b`, or `A` and `a`, one file on macOS and Windows), the later one gets a short hash of its
+    id appended. Deterministic for a given order of items.
+    """
+
+    def __init__(self) -> None:
+        self._owners: dict[str, str] = {}  # case-folded file name -> the id it was given to
+
+    def file_name(self, item_id: str, suffix: str) -> str:
+        stem = safe_file_stem(item_id)
+        suffix = _UNSAFE_CHARS.sub("_", suffix)
+        digest = hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:10]
+        owner = ""
+        for candidate in (stem + suffix, f"{stem}-{digest}{suffix}"):
+            owner = self._owners.setdefault(candidate.casefold(), item_id)
+            if owner == item_id:
+                return candidate
+        raise FileNameClash(
+            f"items {owner!r} and {item_id!r} would both be written to {stem + suffix}; "
+            "give one of them another id"
+        )
+
+
+def write_new_file(path: Path, data: bytes) -> Path:
+    """Write `data` to a file that must not exist yet: a clash is an error, never a silent overwrite."""
+    try:
+        with open(path, "xb") as f:
+            f.write(data)
+    except FileExistsError:
+        raise FileNameClash(f"{path} already exists; two items map to the same file") from None
+    return path
+
+
+def warn_large_v3_only(items: Iterable[Utterance], echo: Echo | None) -> None:
+    """Say at import time, not at training time, when a language needs whisper-large-v3."""
+    if echo is None:
+        return
+    counts = Counter(u.language for u in items if u.language in LARGE_V3_ONLY)
+    for code, n in sorted(counts.items()):
+        older = nearest_language(code)
+        relabel = f", or label them {older!r} to train an earlier model" if older else ""
+        echo(
+            f"warning: {n} utterance(s) are labelled {code!r}, which only whisper-large-v3 has a "
+            f"token for: train them with --model openai/whisper-large-v3{relabel}"
+        )
 
 
 def relocate(items: list[Utterance], old_root: Path, new_root: Path) -> list[Utterance]:

@@ -44,12 +44,18 @@ def _delimiter(path: Path) -> tuple[str, int]:
 
 
 def _item_id(audio_dir: Path, audio: Path) -> str:
-    """The path below the audio folder without extension, '/' -> '_': unique where stems collide."""
+    """The path below the audio folder without extension, '/' -> '_': unique where stems collide.
+
+    Only a suffix with a letter is an extension: `spk1.001` (no extension) keeps its `.001`, or it
+    and `spk1.002` would share the id `spk1`.
+    """
     try:
         rel = audio.relative_to(audio_dir)
     except ValueError:
         rel = Path(audio.name)
-    return rel.with_suffix("").as_posix().replace("/", "_")
+    if any(c.isalpha() for c in rel.suffix):
+        rel = rel.with_suffix("")
+    return rel.as_posix().replace("/", "_")
 
 
 def iter_folder(

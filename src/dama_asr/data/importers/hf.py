@@ -2,7 +2,9 @@
 
 The audio column is read undecoded (`Audio(decode=False)`): the original encoded bytes are written
 as they are (no re-encoding, no torchcodec needed). Plain `{"array", "sampling_rate"}` values are
-written as 16-bit wav. Split names validation/valid become dev.
+written as 16-bit wav. Split names validation/valid become dev. Each file is named after its item's
+id with the suffix appended (`spk1.001` -> `spk1.001.wav`), unsafe characters replaced, and a short
+hash added where two ids would still share a name (`common.AudioNamer`); nothing is overwritten.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from tqdm.auto import tqdm
 
 from dama_asr.atomic import atomic_dir
 from dama_asr.data.importers.common import (
+    AudioNamer,
     Echo,
+    FileNameClash,
     ImportResult,
     echo_stderr,
     relocate,
     validate_for_import,
     whisper_code,
     write_import,
+    write_new_file,
 )
 from dama_asr.data.manifest import ManifestError, Utterance
 from dama_asr.data.validate import DEFAULT_OPTIONS, Problem, ValidationOptions, ValidationReport
@@ -52,20 +57,20 @@ def _load_from_disk(path: Path):
     return datasets, parts
 
 
-def write_audio_value(value, stem: Path) -> Path:
-    """Write one audio cell to `stem` + a suffix; returns the file (or the existing file it points to)."""
+def write_audio_value(value, folder: Path, item_id: str, namer: AudioNamer) -> Path:
+    """Write one audio cell into `folder` under a name `namer` gives `item_id` (or return the file it names).
+
+    The suffix is appended to the id, never substituted for its last part: `spk1.001` and `spk1.002`
+    are two files, not one `spk1.wav` written twice.
+    """
     if isinstance(value, dict) and value.get("bytes"):
         suffix = Path(value.get("path") or "").suffix or ".wav"
-        target = stem.with_suffix(suffix)
-        target.write_bytes(value["bytes"])
-        return target
+        return write_new_file(folder / namer.file_name(item_id, suffix), value["bytes"])
     if isinstance(value, dict) and value.get("array") is not None:
         samples = np.asarray(value["array"], dtype=np.float32)  # (T,) or (T, C)
-        target = stem.with_suffix(".wav")
         buffer = io.BytesIO()
         sf.write(buffer, np.clip(samples, -1, 1), int(value["sampling_rate"]), format="WAV", subtype="PCM_16")
-        target.write_bytes(buffer.getvalue())
-        return target
+        return write_new_file(folder / namer.file_name(item_id, ".wav"), buffer.getvalue())
     if isinstance(value, dict) and value.get("path") and Path(value["path"]).is_file():
         return Path(value["path"])  # already a file on disk; the manifest points at it
     if isinstance(value, str):
@@ -85,10 +90,19 @@ def items_from_rows(
     language: str | None = None,
     language_column: str | None = None,
     speaker_column: str | None = None,
+    seen: dict[str, str] | None = None,
+    namer: AudioNamer | None = None,
 ) -> Iterator[Utterance]:
-    """Turn dataset rows into utterances, writing their audio under `audio_dir/<split>/`."""
+    """Turn dataset rows into utterances, writing their audio under `audio_dir/<split>/`.
+
+    `seen` (id -> the row that used it) and `namer` span every split of one import. A repeated id is
+    rejected (as `duplicate_id`, naming both rows) before its audio is written, so the kept item's
+    audio is its own.
+    """
     audio_dir = audio_dir / (_SPLIT_NAMES.get(split, split) or "all")
     audio_dir.mkdir(parents=True, exist_ok=True)
+    seen = {} if seen is None else seen
+    namer = namer or AudioNamer()
     columns: dict[str, str | None] = {}
     for index, row in enumerate(rows):
         if not columns:
@@ -96,11 +110,20 @@ def items_from_rows(
                 row.keys(), audio_column, text_column, language_column, speaker_column, language
             )
         item_id = str(row.get(columns["id"] or "", "") or f"{split or 'all'}_{index:07d}")
+        where = f"{split}[{index}]"
+        if item_id in seen:
+            report.total += 1
+            message = f"id also used by row {seen[item_id]}; this row ({where}) is not imported"
+            report.reject(None, Problem("duplicate_id", item_id, message))
+            continue
+        seen[item_id] = where
         try:
-            audio = write_audio_value(row[audio_column], audio_dir / item_id.replace("/", "_"))
+            audio = write_audio_value(row[audio_column], audio_dir, item_id, namer)
+        except FileNameClash:
+            raise  # two items, one file: refuse the import rather than keep mismatched audio
         except (ValueError, TypeError, KeyError, sf.LibsndfileError) as err:
             report.total += 1
-            report.reject(None, Problem("malformed_line", f"{split}[{index}]", str(err)))
+            report.reject(None, Problem("malformed_line", where, str(err)))
             continue
         tag = str(row.get(columns["language"] or "", "") or language or "")
         yield Utterance(
@@ -166,6 +189,8 @@ def import_hf(
             raise ManifestError(f"{path}: no split(s) {', '.join(unknown)}; it has: {', '.join(parts)}")
         parts = {s: parts[s] for s in splits}
     report = ValidationReport()
+    seen: dict[str, str] = {}
+    namer = AudioNamer()
     final_audio = out_dir / "audio"
     # Audio is written to a scratch folder renamed into place only when the import succeeds.
     with atomic_dir(final_audio) as scratch:
@@ -190,6 +215,8 @@ def import_hf(
                 language,
                 language_column,
                 speaker_column,
+                seen,
+                namer,
             )
             items.extend(rows)
         report = validate_for_import(items, report, options, echo)
