@@ -24,8 +24,8 @@ from dama_asr.adapters import base_model_of, save_adapter, trainable_parameter_c
 from dama_asr.allocator import active_allocator
 from dama_asr.atomic import atomic_write_text, remove_leftovers
 from dama_asr.backbone.loading import Backbone, load_backbone
-from dama_asr.evaluate import evaluate_items
 from dama_asr.errors import DamaError
+from dama_asr.evaluate import evaluate_items
 from dama_asr.faults import crash_point
 from dama_asr.locks import FolderLock
 from dama_asr.train.checkpoint import (
