@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -200,10 +201,38 @@ def benchmark_section(path: Path) -> str:
     return head + f"```json\n{json.dumps(data, indent=2)}\n```\n"
 
 
+DEMO_TIMING = "docs/demo/timing.json"  # copied from $DAMA_HOME/demo/timing.json after a fresh `make demo`
+DEMO_BLOCK = re.compile(r"(<!-- demo-timing -->)(.*?)(<!-- /demo-timing -->)", re.S)
+METHOD_NAMES = {"dama": "DAMA", "lora": "LoRA-64", "zero-shot": "zero-shot"}
+
+
+def demo_sentence(timing: dict) -> str:
+    """The README's account of the committed demo run: its time, machine and test WER."""
+    wer = ", ".join(f"{value:.1%} {METHOD_NAMES.get(name, name)}" for name, value in timing["test_wer"].items())
+    seeds = "one seed" if timing["seeds"] == 1 else f"{timing['seeds']} seeds"
+    return (
+        f"The {timing['total_seconds'] / 60:.1f} min were measured with an empty `$DAMA_HOME` on "
+        f"{timing['machine_description']} (finished {timing['finished']}; the step timings land in "
+        f"`$DAMA_HOME/demo/timing.json`, committed as `{DEMO_TIMING}`): test WER {wer} "
+        f"({seeds}, {timing['test_utterances']} utterances)."
+    )
+
+
+def refresh_readme(check: bool = False) -> bool:
+    """Rewrite README.md's demo-timing block from DEMO_TIMING; True when it changed (or would)."""
+    path = ROOT / "README.md"
+    text = path.read_text(encoding="utf-8")
+    timing = json.loads((ROOT / DEMO_TIMING).read_text(encoding="utf-8"))
+    filled = DEMO_BLOCK.sub(lambda m: f"{m[1]}{demo_sentence(timing)}{m[3]}", text)
+    if filled != text and not check:
+        path.write_text(filled, encoding="utf-8")
+    return filled != text
+
+
 def refresh_pages(check: bool = False) -> list[str]:
     """Rewrite the generated blocks of PAGES from the cells; the pages that changed (with check:
     would change, and nothing is written)."""
-    changed = []
+    changed = ["README.md"] if refresh_readme(check) else []
     for page in PAGES:
         path = ROOT / page
         text = path.read_text(encoding="utf-8")

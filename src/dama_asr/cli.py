@@ -62,6 +62,7 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
                 json.dumps(
                     {"audio": name, "language": tr.language, "text": tr.text, "suspicious": tr.suspicious},
                     ensure_ascii=False,
+                    allow_nan=False,
                 )
             )
         else:

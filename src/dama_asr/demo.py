@@ -90,6 +90,16 @@ def demo_study(
     }
 
 
+def _headline(cells: list[dict]) -> dict:
+    """Test WER per method and zero-shot, for the README's sentence (scripts/make_results.py writes it)."""
+    trained = [c for c in cells if "cell" in c]
+    wer = {c["cell"]["method"]: c["test"]["wer"] for c in trained}
+    if trained:
+        wer = {"zero-shot": trained[0]["zero_shot"]["wer"], **dict(sorted(wer.items()))}
+    return {"test_wer": wer, "test_utterances": trained[0]["test"]["utterances"] if trained else 0,
+            "seeds": len({c["cell"]["seed"] for c in trained})}  # fmt: skip
+
+
 def run_demo(
     out_dir: Path | None = None,
     hours: float = 0.15,
@@ -129,7 +139,8 @@ def run_demo(
     total = time.perf_counter() - started
     # What this run cost, step by step (a rerun reuses finished steps, so it is cheaper).
     timing = {"total_seconds": round(total, 1), **{k: round(v, 1) for k, v in seconds.items()},
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "finished": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
-    atomic_write_text(out / "timing.json", json.dumps(timing, indent=2))
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "finished": time.strftime("%Y-%m-%d %H:%M"),
+              **_headline(load_cell_results(out))}  # fmt: skip
+    atomic_write_text(out / "timing.json", json.dumps(timing, indent=2, allow_nan=False))
     print(f"report: {page}\nprobe plot: {out / 'probe.png'}\ntook {total / 60:.1f} min")
     return page

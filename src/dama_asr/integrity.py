@@ -50,7 +50,7 @@ def write_manifest(folder: str | Path, name: str, format: str) -> Path:
     """Describe every other file in `folder` in `folder/name`; call it after the last file is written."""
     folder = Path(folder)
     manifest = {"format": format, "files": describe_files(folder, exclude=(name,))}
-    atomic_write_text(folder / name, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(folder / name, json.dumps(manifest, indent=2, allow_nan=False) + "\n")
     return folder / name
 
 

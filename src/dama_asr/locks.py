@@ -126,7 +126,7 @@ class FolderLock:
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as f:
-            json.dump(self._record(), f)
+            json.dump(self._record(), f, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         return True

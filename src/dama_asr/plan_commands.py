@@ -48,6 +48,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
                     "modules": rows,
                 },
                 indent=2,
+                allow_nan=False,
             )
         )
         return

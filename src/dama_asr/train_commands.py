@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not PartialState().is_main_process:
         return
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2, allow_nan=False))
     else:
         print(format_summary(summary))
 

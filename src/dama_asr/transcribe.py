@@ -23,6 +23,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import SAMPLE_RATE
+from dama_asr.errors import DamaError
 from dama_asr.languages import normalise_language
 from dama_asr.scoring import compression_ratio, has_repetition_loop
 
@@ -47,6 +48,10 @@ class _DropLengthClashWarning(logging.Filter):
 logging.getLogger("transformers.generation.utils").addFilter(_DropLengthClashWarning())
 
 
+class DecodingOptionsError(DamaError, ValueError):
+    """Decoding settings that cannot work (a beam of 0, an unknown task)."""
+
+
 @dataclass(frozen=True)
 class DecodingOptions:
     """language: a Whisper code to force, or None to detect per utterance.  beam_size 1 is greedy."""
@@ -59,9 +64,11 @@ class DecodingOptions:
 
     def __post_init__(self) -> None:
         if self.task not in ("transcribe", "translate"):
-            raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
+            raise DecodingOptionsError(f"--task must be 'transcribe' or 'translate', got {self.task!r}")
         if self.beam_size < 1 or self.batch_size < 1:
-            raise ValueError("beam_size and batch_size must be >= 1")
+            raise DecodingOptionsError(
+                f"--beam-size and --batch-size must be at least 1, got {self.beam_size} and {self.batch_size}"
+            )
 
 
 @dataclass(frozen=True)

@@ -69,3 +69,11 @@ def test_two_processes_match_one_process(make_config, tiny_train: Path, tmp_path
     summary = json.loads((out / "summary.json").read_text())
     assert summary["allocator"] == ("tcmalloc" if tcmalloc_path() else "system")
     assert summary["precision"] == "no" and summary["precision_requested"] == "no"
+    # Every rank's RNG is in the checkpoint, and the world size it was trained with.
+    from dama_asr.train.checkpoint import list_checkpoints
+    from dama_asr.train.state_io import load_state
+
+    last = list_checkpoints(out / "checkpoints")[-1]
+    assert len(load_state(last, "rng")["ranks"]) == 2
+    state = json.loads((last / "state.json").read_text())
+    assert state["world_size"] == 2 and state["global_batch"] == 4

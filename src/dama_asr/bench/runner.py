@@ -142,7 +142,7 @@ class StudyRunner:
         if path.is_file():
             return json.loads(path.read_text())
         scores = {"manifest": manifest, **_scores(self._evaluate(self.base(), manifest, limit))}
-        atomic_write_text(path, json.dumps(scores, indent=2))
+        atomic_write_text(path, json.dumps(scores, indent=2, allow_nan=False))
         return scores
 
     def _subset_path(self, corpus: str, hours: float) -> Path:
@@ -305,7 +305,7 @@ class StudyRunner:
                 "en_wer_after": after["wer"],
                 "skipped": after["skipped"],
             }
-        atomic_write_text(path, json.dumps(result, indent=2))
+        atomic_write_text(path, json.dumps(result, indent=2, allow_nan=False))
         return result
 
     @staticmethod

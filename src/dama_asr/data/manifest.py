@@ -42,7 +42,7 @@ class Utterance:
 
     def to_json(self) -> str:
         record = {k: v for k, v in asdict(self).items() if k != "extra" or v}
-        return json.dumps(record, ensure_ascii=False)
+        return json.dumps(record, ensure_ascii=False, allow_nan=False)
 
 
 _FIELDS = {f.name for f in fields(Utterance)}

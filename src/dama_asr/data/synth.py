@@ -107,7 +107,7 @@ def _prepare_folder(folder: Path, fingerprint: dict) -> None:
     if stamp.is_file() and json.loads(stamp.read_text()) != fingerprint:
         print(f"{folder}: settings changed since the last build; rebuilding its clips")
         shutil.rmtree(folder / "wav", ignore_errors=True)
-    atomic_write_text(stamp, json.dumps(fingerprint, indent=1))
+    atomic_write_text(stamp, json.dumps(fingerprint, indent=1, allow_nan=False))
 
 
 def _utterance(spec: ClipSpec, path: Path, duration: float, snr_db: float | None) -> Utterance:
@@ -193,5 +193,5 @@ def build_synth_corpus(config: SynthConfig, out: Path | None = None, workers: in
             corpus[language] = build_language(
                 language, texts[language], config, out, workers, lambda s: bar.update(round(s / 60, 4))
             )
-    atomic_write_text(out / "synth-config.json", json.dumps(asdict(config), indent=1))
+    atomic_write_text(out / "synth-config.json", json.dumps(asdict(config), indent=1, allow_nan=False))
     return corpus

@@ -73,7 +73,9 @@ class ProbeResult:
 
 def save_probe(result: ProbeResult, path: str | Path) -> Path:
     path = Path(path)
-    atomic_write_text(path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(
+        path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    )
     return path
 
 

@@ -36,5 +36,5 @@ def screenshot(html_path: str | Path, png_path: str | Path, width: int = 1200, h
         ]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if not png_path.is_file():
-        raise RuntimeError(f"chromium wrote no screenshot: {done.stderr[-500:]}")
+        raise ChromiumMissing(f"chromium wrote no screenshot of {html_path}: {done.stderr[-500:]}")
     return png_path

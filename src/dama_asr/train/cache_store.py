@@ -91,7 +91,7 @@ def append_record(folder: Path, record: dict) -> None:
         # A prune that evicted the folder while we waited for the lock: the record lands in a fresh
         # folder, pointing at a shard that is gone (readers skip it) instead of failing the run.
         folder.mkdir(parents=True, exist_ok=True)
-        append_line(folder / INDEX, json.dumps(record), PRUNE_HINT)
+        append_line(folder / INDEX, json.dumps(record, allow_nan=False), PRUNE_HINT)
 
 
 def drop_shard(folder: Path, shard: str, reason: str) -> None:
@@ -121,7 +121,7 @@ def compact_index(folder: Path) -> int:
         ]
         removed = len(records) - len(kept) + torn
         if removed:
-            text = "".join(json.dumps(r) + "\n" for r in kept)
+            text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept)
             try:
                 write_file(folder / INDEX, text.encode("utf-8"), PRUNE_HINT, margin=0)
             except DiskFullError as err:

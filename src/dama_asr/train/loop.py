@@ -274,7 +274,8 @@ class Trainer:
         wer, cer = overall[ev.normaliser]["wer"], overall[ev.normaliser]["cer"]
         result.pop("utterances")
         atomic_write_text(
-            self.run_dir / "eval" / f"epoch-{epoch}.json", json.dumps(result, indent=2, ensure_ascii=False)
+            self.run_dir / "eval" / f"epoch-{epoch}.json",
+            json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False),
         )
         record = {"kind": "eval", "step": self.state["global_step"], "epoch": epoch, "dev_wer": wer,
                   "dev_cer": cer, "dev_suspicious": overall["suspicious"], "seconds": time.perf_counter() - start}  # fmt: skip
@@ -384,7 +385,7 @@ class Trainer:
             save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter, self.run_dir / "final",
                          base_model=self.config.model)  # fmt: skip
             crash_point("final-save")  # final/ written, summary.json not yet
-            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
         self.accelerator.wait_for_everyone()
         self.log.close()
         self.release()

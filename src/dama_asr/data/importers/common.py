@@ -145,7 +145,8 @@ def write_import(
         elif path.exists():
             path.unlink()  # stale from an earlier import with other splits
     atomic_write_text(
-        out_dir / "import_report.json", json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        out_dir / "import_report.json",
+        json.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
     )
     manifest = write_manifest(out_dir / "manifest.jsonl", items)
     if echo:

@@ -75,8 +75,9 @@ def write_audio_value(value, folder: Path, item_id: str, namer: AudioNamer) -> P
         return Path(value["path"])  # already a file on disk; the manifest points at it
     if isinstance(value, str):
         return Path(value)
-    raise ValueError(
-        f"audio cell holds neither bytes, an array nor an existing path ({type(value).__name__})"
+    raise ManifestError(
+        f"row {item_id}: its audio cell holds neither bytes, an array nor an existing path "
+        f"({type(value).__name__}); check the dataset's audio column (--audio-column)"
     )
 
 

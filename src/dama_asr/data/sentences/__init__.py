@@ -103,7 +103,11 @@ def load_sentences(language: str, refresh: bool = False, cache: Path | None = No
         if refresh or not path.is_file():
             extraction = extract_sentences(language)
             atomic_write_text(
-                path, "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in extraction.sentences)
+                path,
+                "".join(
+                    json.dumps(asdict(s), ensure_ascii=False, allow_nan=False) + "\n"
+                    for s in extraction.sentences
+                ),
             )
             stats = {
                 "kept": len(extraction.sentences),
@@ -111,7 +115,8 @@ def load_sentences(language: str, refresh: bool = False, cache: Path | None = No
                 "examples": extraction.examples,
             }
             atomic_write_text(
-                folder / f"{language}.stats.json", json.dumps(stats, ensure_ascii=False, indent=1)
+                folder / f"{language}.stats.json",
+                json.dumps(stats, ensure_ascii=False, indent=1, allow_nan=False),
             )
     with open(path, encoding="utf-8") as f:
         return [Sentence(**json.loads(line)) for line in f if line.strip()]
