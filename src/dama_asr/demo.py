@@ -1,4 +1,4 @@
-"""`dama demo`: the toolkit's main job, end to end, on the embedded default (7 min on a fresh 2-core
+"""`dama demo`: the toolkit's main job, end to end, on the embedded default (about 8 min on a fresh 2-core
 machine with native bf16; 12 min in float32).
 
 1. build synthetic corpora (Welsh to adapt to; four more languages for the probe) from Debian packages;
@@ -90,6 +90,22 @@ def demo_study(
     }
 
 
+def machine_description(precision: str) -> str:
+    """'a 2-core AMD EPYC with AVX512-BF16 (precision bf16)': what the README's timing was measured on."""
+    from dama_asr.precision import cpu_bf16_units
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    units = "/".join(u.upper().replace("_", "-") for u in cpu_bf16_units()) or "no native bf16"
+    return f"a {os.cpu_count()}-core {name} with {units} (precision {precision})"
+
+
 def _headline(cells: list[dict]) -> dict:
     """Test WER per method and zero-shot, for the README's sentence (scripts/make_results.py writes it)."""
     trained = [c for c in cells if "cell" in c]
@@ -97,7 +113,8 @@ def _headline(cells: list[dict]) -> dict:
     if trained:
         wer = {"zero-shot": trained[0]["zero_shot"]["wer"], **dict(sorted(wer.items()))}
     return {"test_wer": wer, "test_utterances": trained[0]["test"]["utterances"] if trained else 0,
-            "seeds": len({c["cell"]["seed"] for c in trained})}  # fmt: skip
+            "seeds": len({c["cell"]["seed"] for c in trained}),
+            "precision_used": trained[0]["cell"].get("precision", "?") if trained else "?"}  # fmt: skip
 
 
 def run_demo(
@@ -141,6 +158,7 @@ def run_demo(
     timing = {"total_seconds": round(total, 1), **{k: round(v, 1) for k, v in seconds.items()},
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "finished": time.strftime("%Y-%m-%d %H:%M"),
               **_headline(load_cell_results(out))}  # fmt: skip
+    timing["machine_description"] = machine_description(timing.pop("precision_used"))
     atomic_write_text(out / "timing.json", json.dumps(timing, indent=2, allow_nan=False))
     print(f"report: {page}\nprobe plot: {out / 'probe.png'}\ntook {total / 60:.1f} min")
     return page
