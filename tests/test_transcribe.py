@@ -52,7 +52,7 @@ def test_unknown_language_lists_valid_codes(tiny_backbone):
 def test_options_are_validated():
     with pytest.raises(ValueError, match="task"):
         DecodingOptions(task="summarise")
-    with pytest.raises(ValueError, match="beam_size"):
+    with pytest.raises(ValueError, match="--beam-size"):
         DecodingOptions(beam_size=0)
 
 
