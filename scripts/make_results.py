@@ -208,7 +208,9 @@ METHOD_NAMES = {"dama": "DAMA", "lora": "LoRA-64", "zero-shot": "zero-shot"}
 
 def demo_sentence(timing: dict) -> str:
     """The README's account of the committed demo run: its time, machine and test WER."""
-    wer = ", ".join(f"{value:.1%} {METHOD_NAMES.get(name, name)}" for name, value in timing["test_wer"].items())
+    wer = ", ".join(
+        f"{value:.1%} {METHOD_NAMES.get(name, name)}" for name, value in timing["test_wer"].items()
+    )
     seeds = "one seed" if timing["seeds"] == 1 else f"{timing['seeds']} seeds"
     return (
         f"The {timing['total_seconds'] / 60:.1f} min were measured with an empty `$DAMA_HOME` on "

@@ -124,3 +124,41 @@ def test_building_the_parser_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _all_parsers(parser, path=()):
+    """(verb path, parser) for `dama` and every verb and sub-verb under it."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, (*path, name))
+
+
+def test_every_verbs_help_shows_its_defaults():
+    from dama_asr.cli import HelpFormatter, build_parser
+
+    parsers = dict(_all_parsers(build_parser()))
+    assert len(parsers) > 15  # data, cache and their sub-verbs included
+    for path, parser in parsers.items():
+        assert parser.formatter_class is HelpFormatter, path
+        parser.format_help()  # every help string formats
+    eval_help = " ".join(parsers[("eval",)].format_help().split())
+    assert "utterances decoded together (default: 8)" in eval_help
+    assert "(default: whisper-base)" in eval_help and "(default: None)" not in eval_help
+    assert "(default: False)" not in eval_help  # an off switch says nothing
+    probe_help = " ".join(parsers[("probe",)].format_help().split())
+    assert "cross-validation (default: 5)" in probe_help and "(default: both)" in probe_help
+
+
+def test_transcribe_names_the_rule_a_suspicious_output_breaks(tmp_path, capsys):
+    audio = write_tone(tmp_path / "short.wav", seconds=0.36)
+    args = ["transcribe", str(audio), "--model", "tiny-random", "--language", "cy", "--precision", "no"]
+    assert main([*args, "--json"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["suspicious"] and "too long for its audio" in line["suspicious_reasons"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"[suspicious: {', '.join(line['suspicious_reasons'])}]" in printed

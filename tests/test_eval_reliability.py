@@ -168,3 +168,39 @@ def test_unknown_languages_are_checked_against_this_model(tiny_backbone, tmp_pat
     manifest = tiny_manifest(tmp_path / "c", n=3, language="yue")
     with pytest.raises(UnknownLanguageError, match=r"'utt0' .*2 more item\(s\) with such languages: 'yue'"):
         evaluate_items(tiny_backbone, read_manifest(manifest), manifest=manifest)
+
+
+def test_the_result_records_the_language_decoded_in_forced_or_detected(tiny_backbone, tmp_path):
+    items = read_manifest(tiny_manifest(tmp_path / "c", n=2, language="cy"))
+    forced = evaluate_items(tiny_backbone, items)
+    # Forcing each item's own language used to leave "language": null, as if it had been detected.
+    assert forced["decoding"]["language"] == "cy" and forced["decoding"]["language_source"] == "manifest"
+    assert forced["decoding"]["languages_decoded"] == {"cy": 2}
+    assert [u["decoded_language"] for u in forced["utterances"]] == ["cy", "cy"]
+    detected = evaluate_items(tiny_backbone, items, force_language=False)
+    assert detected["decoding"]["language_source"] == "detected"
+    used = [u["decoded_language"] for u in detected["utterances"]]
+    assert all(code in tiny_backbone.languages for code in used)
+    assert sum(detected["decoding"]["languages_decoded"].values()) == 2
+
+
+def test_suspicious_utterances_are_counted_by_rule_and_numbers_spelled_where_known(tiny_backbone, tmp_path):
+    manifest = tiny_manifest(tmp_path / "c", n=2, language="cy", texts=["rhif 2", "bore da"])
+    _append(manifest, {"id": "ka", "audio": "audio/utt0.wav", "language": "ka", "text": "12 სახლი"})
+    result = evaluate_items(tiny_backbone, read_manifest(manifest))
+    # num2words has Welsh, not Georgian: Georgian digits stay digits, and the result says so.
+    assert result["number_words"] == {"normaliser": "lenient", "spelled_out": ["cy"], "digits_kept": ["ka"]}
+    assert {"raw", "whisper", "script_safe", "lenient"} <= set(result["by_language"]["cy"])
+    by_rule = {}
+    for u in result["utterances"]:
+        assert u["suspicious"] == bool(u["suspicious_reasons"])
+        for reason in u["suspicious_reasons"]:
+            by_rule[reason] = by_rule.get(reason, 0) + 1
+    counts = result["by_language"]["all"]["suspicious_reasons"]
+    assert {reason: n for reason, n in counts.items() if n} == by_rule and by_rule  # the random model babbles
+    out = write_result(result, tmp_path / "res.json")
+    assert (
+        _strict_json(out)["utterances"][0]["suspicious_reasons"]
+        == result["utterances"][0]["suspicious_reasons"]
+    )
+    assert "suspicious, by rule: " in out.with_suffix(".md").read_text()

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -65,3 +68,23 @@ def test_manifest_errors_name_the_line(tmp_path):
     path.write_text('{"audio": "a.wav", "text": "x", "language": "cy", "duration": "long"}\n')
     with pytest.raises(ManifestError, match="m.jsonl:1: a field has the wrong type"):
         read_manifest(path)
+
+
+def test_paths_outside_the_manifest_folder_are_stored_absolute(tmp_path, monkeypatch):
+    # Paths as this process opens them (relative to the current folder) never reach the file as such:
+    # the reader resolves relative paths against the manifest's folder.
+    monkeypatch.chdir(tmp_path)
+    write_tone(Path("clips/a.wav"))
+    write_tone(Path("out/inside.wav"))
+    items = [
+        Utterance("a", "clips/a.wav", "bore da", "cy", 1.0),
+        Utterance("b", "out/inside.wav", "nos da", "cy", 1.0),
+    ]
+    path = write_manifest(Path("out/m.jsonl"), items)
+    stored = [json.loads(line)["audio"] for line in path.read_text().splitlines()]
+    assert stored == [str(tmp_path / "clips" / "a.wav"), "inside.wav"]
+    absolute = write_manifest(Path("out/abs.jsonl"), items, relative=False)
+    assert all(Path(json.loads(line)["audio"]).is_absolute() for line in absolute.read_text().splitlines())
+    monkeypatch.chdir(tmp_path / "clips")
+    for manifest in (tmp_path / "out" / "m.jsonl", tmp_path / "out" / "abs.jsonl"):
+        assert all(Path(u.audio).is_file() for u in read_manifest(manifest))

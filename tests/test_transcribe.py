@@ -3,9 +3,11 @@ import pytest
 import torch
 
 from dama_asr.languages import UnknownLanguageError, normalise_language
+from dama_asr.scoring import too_long_for_audio
 from dama_asr.testing import tone
 from dama_asr.transcribe import (
     MAX_NEW_TOKENS,
+    SUSPICIOUS_REASONS,
     DecodingOptions,
     _decode_long,
     long_form_window_budget,
@@ -106,3 +108,15 @@ def test_stalled_long_form_falls_back_to_fixed_windows(tiny_backbone):
     assert out.stalled and out.long_form and out.suspicious
     assert out.tokens == pieces[0].tokens + pieces[1].tokens
     assert out.text == f"{pieces[0].text} {pieces[1].text}"
+
+
+def test_every_transcript_knows_its_duration_and_names_why_it_is_suspicious(tiny_backbone):
+    outs = transcribe(tiny_backbone, [tone(0.36, 300), tone(2.0, 500)], DecodingOptions(language="cy"))
+    assert [t.seconds for t in outs] == [pytest.approx(0.36), pytest.approx(2.0)]
+    for t in outs:
+        assert set(t.suspicious_reasons) <= set(SUSPICIOUS_REASONS)
+        assert t.suspicious == bool(t.suspicious_reasons)
+        assert ("runaway" in t.suspicious_reasons) == t.hit_token_cap
+        assert ("too long for its audio" in t.suspicious_reasons) == too_long_for_audio(t.text, t.seconds)
+    # The random model babbles: on a third of a second that is more than any speech holds.
+    assert "too long for its audio" in outs[0].suspicious_reasons

@@ -26,6 +26,26 @@ class UserError(DamaError):
     """A user error raised by the CLI layer itself (kept as a name: commands import it from here)."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends with its default, except where there is none to show (None: unset,
+    False: an off switch) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of `dama` and, through `add_subparsers` (which builds sub-parsers of the parent's
+    class), of every verb under it, so each `--help` shows defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _load(args: argparse.Namespace):
     """The backbone, with a saved adapter (or fully fine-tuned model) from --adapter applied."""
     from dama_asr.backbone.loading import load_backbone
@@ -60,13 +80,19 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
         if args.json:
             print(
                 json.dumps(
-                    {"audio": name, "language": tr.language, "text": tr.text, "suspicious": tr.suspicious},
+                    {
+                        "audio": name,
+                        "language": tr.language,
+                        "text": tr.text,
+                        "suspicious": tr.suspicious,
+                        "suspicious_reasons": list(tr.suspicious_reasons),
+                    },
                     ensure_ascii=False,
                     allow_nan=False,
                 )
             )
         else:
-            flag = "  [suspicious: runaway or loop]" if tr.suspicious else ""
+            flag = f"  [suspicious: {', '.join(tr.suspicious_reasons)}]" if tr.suspicious else ""
             print(f"{name}\t[{tr.language}]\t{tr.text}{flag}")
     if failed:
         print(f"{failed} file(s) skipped (see above)", file=sys.stderr)
@@ -93,6 +119,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
         manifest=args.manifest,
     )
     print(markdown_table(result))
+    numbers = result["number_words"]
+    if numbers["digits_kept"]:
+        kept = ", ".join(numbers["digits_kept"])
+        print(f"lenient WER: numbers left as digits in {kept} (num2words has no such language)")
     print(f"precision: {result['precision']} ({'float32' if result['precision'] == 'no' else 'autocast'})")
     skipped, total = result["skipped"], result["items_total"]
     scored = total - skipped["total"]
@@ -128,7 +158,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--adapter", help="a folder written by `dama train` (best/, final/): peft adapter or full model"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="utterances decoded together")
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy")
     add_precision_arg(p)
 
@@ -145,22 +175,22 @@ def add_precision_arg(p: argparse.ArgumentParser, default: str | None = "auto") 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dama", description="Depth-aware adaptation of Whisper to low-resource languages."
-    )
+    parser = Parser(prog="dama", description="Depth-aware adaptation of Whisper to low-resource languages.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     sub = parser.add_subparsers(dest="verb", required=True)
 
     p = sub.add_parser("transcribe", help="transcribe audio files, one line per file")
     p.add_argument("audio", nargs="+")
     p.add_argument("--language", help="force a language (Whisper code such as cy); default: detect")
-    p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    p.add_argument(
+        "--task", default="transcribe", choices=["transcribe", "translate"], help="translate: into English"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     _add_model_args(p)
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("eval", help="WER/CER of a model on a manifest, per language")
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--manifest", required=True, help="JSONL manifest of the utterances to score")
     p.add_argument("--out", help="result JSON path (default: next to the manifest)")
     p.add_argument("--limit", type=int, help="only the first N utterances")
     p.add_argument("--detect-language", action="store_true", help="do not force the manifest's language")
@@ -185,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output folder (default: $DAMA_HOME/demo)")
     p.add_argument("--hours", type=float, default=0.15, help="Welsh training audio")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="training epochs of each method")
     add_precision_arg(p)
     p.set_defaults(func=cmd_demo)
 

@@ -16,14 +16,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from dama_asr.accounting import SkippedItems
 from dama_asr.atomic import atomic_write_text
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import AudioError, load_audio
 from dama_asr.data.manifest import Utterance
 from dama_asr.errors import DamaError
 from dama_asr.languages import UnknownLanguageError, normalise_language
-from dama_asr.scoring import NORMALISERS, ErrorCounts, char_errors, word_errors
-from dama_asr.transcribe import DecodingOptions, EncoderOutputs, transcribe
+from dama_asr.scoring import NORMALISERS, ErrorCounts, char_errors, number_words_language, word_errors
+from dama_asr.transcribe import SUSPICIOUS_REASONS, DecodingOptions, EncoderOutputs, Transcript, transcribe
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +38,12 @@ class EvaluationError(DamaError, ValueError):
     """An evaluation whose numbers would mislead: nothing scored, too many skipped, a non-finite result."""
 
 
-@dataclass
-class SkippedItems:
-    """Items left out of scoring, counted by reason with the first few examples each."""
-
-    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-
-    def add(self, reason: str, example: str, keep: int = 5) -> None:
-        self.counts[reason] += 1
-        if len(self.examples[reason]) < keep:
-            self.examples[reason].append(example)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def to_dict(self) -> dict:
-        return {"total": self.total, "counts": dict(self.counts), "examples": dict(self.examples)}
-
-    def describe(self) -> str:
-        """One line: each reason with its count and first example."""
-        return "; ".join(
-            f"{reason}: {count} (e.g. {self.examples[reason][0]})" for reason, count in self.counts.items()
-        )
-
-
 @dataclass(frozen=True)
 class ScoredUtterance:
+    """One scored item. `language`: the manifest's (results are grouped by it); `decoded_language`:
+    the one the model decoded in (the manifest's when forced, else detected).  wer/cer: Whisper-normalised.
+    `suspicious_reasons`: the rules its output broke (transcribe.SUSPICIOUS_REASONS)."""
+
     id: str
     language: str
     reference: str
@@ -73,14 +52,17 @@ class ScoredUtterance:
     cer: float
     suspicious: bool
     long_form: bool = False
+    suspicious_reasons: list[str] = field(default_factory=list)  # a list: the result is JSON
+    decoded_language: str | None = None
 
 
-def _rates(pairs: list[tuple[str, str]], normaliser: str) -> dict:
+def _rates(items: list[ScoredUtterance], normaliser: str) -> dict:
     norm = NORMALISERS[normaliser]
     words, chars = ErrorCounts(), ErrorCounts()
-    for ref, hyp in pairs:
-        words += word_errors(norm(ref), norm(hyp))
-        chars += char_errors(norm(ref), norm(hyp))
+    for u in items:
+        ref, hyp = norm(u.reference, u.language), norm(u.hypothesis, u.language)
+        words += word_errors(ref, hyp)
+        chars += char_errors(ref, hyp)
     return {
         "wer": words.rate,
         "cer": chars.rate,
@@ -89,8 +71,19 @@ def _rates(pairs: list[tuple[str, str]], normaliser: str) -> dict:
     }
 
 
+def _reason_counts(items: list[ScoredUtterance]) -> dict[str, int]:
+    counts = dict.fromkeys(SUSPICIOUS_REASONS, 0)
+    for u in items:
+        for reason in u.suspicious_reasons:
+            counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
 def summarise(scored: list[ScoredUtterance], worst: int = 5) -> dict:
-    """Corpus-level WER/CER (total errors / total reference length) per language and overall."""
+    """Corpus-level WER/CER (total errors / total reference length) per language and overall.
+
+    "suspicious" counts utterances flagged by any rule, "suspicious_reasons" by each rule (an
+    utterance may break several)."""
     if not scored:
         raise EvaluationError("no scored utterances to summarise: a WER over nothing is not a number")
     groups: dict[str, list[ScoredUtterance]] = defaultdict(list)
@@ -99,11 +92,11 @@ def summarise(scored: list[ScoredUtterance], worst: int = 5) -> dict:
     groups_with_all = {**dict(sorted(groups.items())), "all": scored}
     summary = {}
     for name, items in groups_with_all.items():
-        pairs = [(u.reference, u.hypothesis) for u in items]
         summary[name] = {
             "utterances": len(items),
             "suspicious": sum(u.suspicious for u in items),
-            **{normaliser: _rates(pairs, normaliser) for normaliser in NORMALISERS},
+            "suspicious_reasons": _reason_counts(items),
+            **{normaliser: _rates(items, normaliser) for normaliser in NORMALISERS},
         }
     ranked = sorted(scored, key=lambda u: (u.wer, u.cer), reverse=True)
     return {"by_language": summary, "worst": [asdict(u) for u in ranked[:worst]]}
@@ -207,7 +200,7 @@ def _load_items(items: list[Utterance], skipped: SkippedItems) -> tuple[list[Utt
             skipped.add(EMPTY_REFERENCE, item.id)
             continue
         # "..." or "[music]" has no words once normalised: its WER would be 0/0 or n/0.
-        if not all(norm(item.text).split() for norm in NORMALISERS.values()):
+        if not all(norm(item.text, item.language).split() for norm in NORMALISERS.values()):
             skipped.add(EMPTY_AFTER_NORMALISATION, f"{item.id} {item.text!r}")
             continue
         try:
@@ -232,6 +225,32 @@ def _cached_encoder_lookup(
     lookup = cached_encoder_outputs(backbone, [kept[i] for i in short], batch_size)
     index_in_cache = {position: j for j, position in enumerate(short)}
     return lambda positions: lookup([index_in_cache[i] for i in positions])
+
+
+def _decoding_record(options: DecodingOptions, transcripts: list[Transcript], force_language: bool) -> dict:
+    """The options, with the language(s) actually decoded in, not the per-run option (None when each
+    item's own language was forced)."""
+    used: dict[str, int] = defaultdict(int)
+    for tr in transcripts:
+        used[tr.language] += 1
+    codes = sorted(used)
+    return {
+        **asdict(options),
+        "language": codes[0] if len(codes) == 1 else codes,
+        "language_source": "manifest" if force_language else "detected",
+        "languages_decoded": dict(sorted(used.items())),
+    }
+
+
+def _number_words_record(scored: list[ScoredUtterance]) -> dict:
+    """Which languages the lenient normaliser spelled numbers out in (num2words), and which kept digits."""
+    languages = sorted({u.language for u in scored})
+    spelled = [lang for lang in languages if number_words_language(lang)]
+    return {
+        "normaliser": "lenient",
+        "spelled_out": spelled,
+        "digits_kept": [lang for lang in languages if lang not in spelled],
+    }
 
 
 def evaluate_items(
@@ -259,8 +278,12 @@ def evaluate_items(
 
     The result, besides the scores ("by_language", "worst", "utterances"), holds the stable keys
     "items_total" (items given) and "skipped": {"total", "counts" (by reason), "examples" (by reason,
-    the first five), "fraction" (total / items_total), "max_skipped" (as given)}, and "long_form":
-    {"utterances" decoded long-form, "stalled" (of those, decoded in fixed windows instead)}.
+    the first five), "fraction" (total / items_total), "max_skipped" (as given)}, "long_form":
+    {"utterances" decoded long-form, "stalled" (of those, decoded in fixed windows instead)},
+    "decoding" (the options, with "language": the code decoded in, or the sorted codes when several,
+    "language_source": "manifest" or "detected", "languages_decoded": utterances per code), and
+    "number_words": {"spelled_out", "digits_kept"}: the languages whose numbers the lenient normaliser
+    spelled out and those it left as digits (no num2words converter).
     """
     source = str(manifest) if manifest is not None else "the items"
     if not items:
@@ -297,35 +320,56 @@ def evaluate_items(
                 cer=char_errors(ref, hyp).rate,
                 suspicious=tr.suspicious,
                 long_form=tr.long_form,
+                suspicious_reasons=list(tr.suspicious_reasons),
+                decoded_language=tr.language,
             )
         )
     seconds = sum(len(a) for a in audios) / 16_000
     return {
         "model": backbone.name,
-        "decoding": asdict(options),
+        "decoding": _decoding_record(options, transcripts, force_language),
         "precision": backbone.precision,
         "audio_seconds": seconds,
         **summarise(scored),
         "items_total": len(items),
-        "skipped": {**skipped.to_dict(), "fraction": skipped.total / len(items), "max_skipped": max_skipped},
+        "skipped": {**skipped.to_dict(of=len(items)), "max_skipped": max_skipped},
         "long_form": {
             "utterances": sum(tr.long_form for tr in transcripts),
             "stalled": sum(tr.stalled for tr in transcripts),
         },
+        "number_words": _number_words_record(scored),
         "utterances": [asdict(u) for u in scored],
     }
 
 
+# (result key, column title) of each normaliser in the table; a result from before "lenient" lacks it.
+_TABLE_NORMALISERS = (
+    ("raw", "raw"),
+    ("whisper", "norm"),
+    ("script_safe", "script-safe"),
+    ("lenient", "lenient"),
+)
+
+
+def describe_suspicious(counts: dict[str, int]) -> str:
+    """'runaway 2, too long for its audio 1' from a "suspicious_reasons" count; 'none' when all are 0."""
+    return ", ".join(f"{reason} {n}" for reason, n in counts.items() if n) or "none"
+
+
 def markdown_table(result: dict) -> str:
-    lines = [
-        "| language | utts | WER raw | CER raw | WER norm | CER norm | WER script-safe | CER script-safe | suspicious |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    """Rates per language and normaliser, then a line naming the rules behind the suspicious count."""
+    columns = [(key, title) for key, title in _TABLE_NORMALISERS if key in result["by_language"]["all"]]
+    head = "".join(f" WER {title} | CER {title} |" for _, title in columns)
+    lines = [f"| language | utts |{head} suspicious |", "|---|---:|" + "---:|---:|" * len(columns) + "---:|"]
     for lang, s in result["by_language"].items():
+        rates = "".join(f" {s[key]['wer']:.1%} | {s[key]['cer']:.1%} |" for key, _ in columns)
+        lines.append(f"| {lang} | {s['utterances']} |{rates} {s['suspicious']} |")
+    reasons = result["by_language"]["all"].get("suspicious_reasons")
+    if reasons is not None:
         lines.append(
-            f"| {lang} | {s['utterances']} | {s['raw']['wer']:.1%} | {s['raw']['cer']:.1%} | "
-            f"{s['whisper']['wer']:.1%} | {s['whisper']['cer']:.1%} | {s['script_safe']['wer']:.1%} | "
-            f"{s['script_safe']['cer']:.1%} | {s['suspicious']} |"
+            f"\nsuspicious, by rule: {describe_suspicious(reasons)} (runaway: hit the token cap; loop: "
+            "repeats itself; too long for its audio: more letters than its seconds of speech can hold; "
+            "long-form stalled: decoded in fixed windows)"
         )
     return "\n".join(lines)
 

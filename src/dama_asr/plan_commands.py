@@ -33,9 +33,21 @@ def model_config(name_or_path: str) -> WhisperConfig:
     )
 
 
+def methods_table() -> str:
+    """Every registered method, one line each: name, family, what it is."""
+    from dama_asr.adapters.registry import all_methods
+
+    specs = all_methods()
+    width = max(len(s.name) for s in specs)
+    return "\n".join(f"{s.name:<{width}}  [{s.family}]  {s.summary}" for s in specs)
+
+
 def cmd_plan(args: argparse.Namespace) -> None:
     from dama_asr.adapters import plan_modules, plan_table, trainable_parameters
 
+    if args.list_methods:
+        print(methods_table())
+        return
     config = model_config(args.model)
     cfg = adapter_config_from_args(args)
     if args.json:
@@ -59,10 +71,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if args.compare_lora:
         from dama_asr.adapters import AdapterConfig
 
-        lora = trainable_parameters(
-            config,
-            AdapterConfig(method="lora", r=args.compare_lora, targets=cfg.targets, encoder=cfg.encoder),
+        # The reference is plain LoRA by definition of the flag, on the same targets.
+        reference = AdapterConfig(
+            method="lora", r=args.compare_lora, targets=cfg.targets, encoder=cfg.encoder
         )
+        lora = trainable_parameters(config, reference)
         ours = trainable_parameters(config, cfg)
         print(
             f"uniform LoRA r={args.compare_lora}: {lora:,} trainable parameters; {cfg.method} uses {ours / lora:.1%} of that"
@@ -77,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="standard size (whisper-tiny..whisper-large-v3, openai/...), tiny-random or a local folder",
     )
     p.add_argument("--json", action="store_true")
+    p.add_argument("--list-methods", action="store_true", help="list the adapter methods and exit")
     p.add_argument(
         "--compare-lora", type=int, default=64, metavar="R", help="also count uniform LoRA at rank R (0: off)"
     )

@@ -93,9 +93,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-per-language", type=int, help="use at most N utterances per language (seeded sample)"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layers", choices=["decoder", "encoder", "both"], default="both")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="the folds and the --max-per-language sample")
+    p.add_argument(
+        "--layers", choices=["decoder", "encoder", "both"], default="both", help="which stack to probe"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="utterances per forward pass")
     p.add_argument(
         "--prompt",
         choices=["neutral", "fixed", "forced"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
@@ -59,15 +60,62 @@ def config_from_args(args: argparse.Namespace):
     return load_recipe(args.recipe, overrides)
 
 
+def config_defaults() -> dict[str, Any]:
+    """TrainConfig's defaults by dotted field name ("eval.patience": 2), read without building one."""
+    from dama_asr.train.config import TrainConfig
+
+    def walk(cls: type, prefix: str) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(cls):
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            if dataclasses.is_dataclass(value):
+                out |= walk(type(value), f"{prefix}{f.name}.")
+            else:
+                out[prefix + f.name] = value
+        return out
+
+    return walk(TrainConfig, "")
+
+
+class _HelpWithConfigDefaults(argparse.Action):
+    """-h/--help of `dama train`. Its flags default to None so that a recipe's values survive unset
+    flags; the help shows TrainConfig's defaults instead, importing it (and torch) only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        add_config_defaults_to_help(parser)
+        parser.print_help()
+        parser.exit()
+
+
+def add_config_defaults_to_help(parser: argparse.ArgumentParser) -> None:
+    """Append "(default: X)" from TrainConfig to each flag of FLAG_FIELDS whose help does not say it."""
+    defaults = config_defaults()
+    for action in parser._actions:
+        field = FLAG_FIELDS.get(action.dest)
+        # "" (no dev set, no manifest) is an absence, not a value to show.
+        if defaults.get(field, "") != "" and action.help and "default" not in action.help.lower():
+            action.help += f" (default: {defaults[field]})".replace("%", "%%")
+
+
+def _epoch_line(h: dict) -> str:
+    """Training time (with the encoder cache it built) and dev scoring time, apart: a cold cache or a
+    large dev set would otherwise hide in, or vanish from, the epoch's seconds."""
+    wer = "n/a" if h["dev_wer"] is None else f"{h['dev_wer']:.1%}"
+    loss = "n/a" if h["train_loss"] is None else f"{h['train_loss']:.3f}"
+    dev = h.get("dev_seconds")  # absent from runs recorded before it was kept
+    dev_text = "" if dev is None else f" + {dev:.0f} s dev scoring"
+    return (
+        f"  epoch {h['epoch']}: train loss {loss}, dev WER {wer}, {h['seconds']:.0f} s training "
+        f"({h['cache_seconds']:.0f} s encoder cache){dev_text}, {h['samples_per_second']:.1f} samples/s"
+    )
+
+
 def format_summary(summary: dict) -> str:
     lines = [f"{summary['status']}: {summary['method']} on {summary['model']} -> {summary['run_dir']}"]
-    for h in summary["epochs"]:
-        wer = "n/a" if h["dev_wer"] is None else f"{h['dev_wer']:.1%}"
-        loss = "n/a" if h["train_loss"] is None else f"{h['train_loss']:.3f}"
-        lines.append(
-            f"  epoch {h['epoch']}: train loss {loss}, dev WER {wer}, {h['seconds']:.0f} s "
-            f"({h['cache_seconds']:.0f} s encoder cache), {h['samples_per_second']:.1f} samples/s"
-        )
+    lines += [_epoch_line(h) for h in summary["epochs"]]
     if summary["best_dev_wer"] is not None:
         lines.append(
             f"best dev WER ({summary['dev_wer_normaliser']}): {summary['best_dev_wer']:.1%} "
@@ -108,37 +156,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train an adapter (or full fine-tune) on a manifest; works under `accelerate launch`",
-        description="Flags override the recipe; unset flags keep the recipe's values or the defaults.",
+        description="Flags override the recipe; unset flags keep the recipe's values or the defaults "
+        "shown here (TrainConfig's, one set for every recipe and run; see recipes/).",
+        add_help=False,
     )
+    p.add_argument("-h", "--help", action=_HelpWithConfigDefaults, help="show this help message and exit")
     p.add_argument("--recipe", help="YAML recipe (see recipes/); flags and --set override it")
     p.add_argument("--model", help="whisper-base, tiny-random, a local folder or a hub id")
     p.add_argument("--train", help="training manifest (JSONL)")
     p.add_argument("--dev", help="dev manifest for WER each epoch and early stopping")
     p.add_argument("--out", help="run folder (config, logs, checkpoints, best/, final/, summary.json)")
     add_adapter_args(p, method_default=None)
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="passes over the training set")
     p.add_argument("--batch-size", type=int, help="per process")
-    p.add_argument("--grad-accum", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--schedule", choices=["linear", "cosine", "constant"], help="decay after warmup")
     p.add_argument("--max-dev", type=int, help="dev utterances scored each epoch (0 = all)")
     p.add_argument("--patience", type=int, help="early stopping after N epochs without dev improvement")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="initialisation, batch order and dev sample")
     p.add_argument("--device", help="auto, cpu, cuda")
     from dama_asr.cli import add_precision_arg
 
     add_precision_arg(p, default=None)  # unset keeps the recipe's value (default auto)
     _bool_flag(p, "gradient-checkpointing", "recompute activations in backward to save memory")
-    _bool_flag(p, "encoder-cache", "cache encoder outputs when the encoder is frozen (default on)")
+    _bool_flag(p, "encoder-cache", "cache encoder outputs when the encoder is frozen")
     p.add_argument(
         "--cross-kv-cache-gib",
         type=float,
         help="keep the frozen cross-attention K/V of training utterances in RAM, up to this many GiB "
-        "(18 MB per utterance for whisper-base in bf16; -1 = a quarter of the available RAM; default 0 = off)",
+        "(18 MB per utterance for whisper-base in bf16; -1 = a quarter of the available RAM; 0 = off)",
     )
     p.add_argument("--stop-after-steps", type=int, help="stop with a checkpoint after N steps (resume later)")
     p.add_argument("--checkpoint-every", type=int, help="optimizer steps between checkpoints (0: per epoch)")
-    _bool_flag(p, "progress", "show the progress bar (default on)")
+    _bool_flag(p, "progress", "show the progress bar")
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="any config field, e.g. optim.weight_decay=0.01"
     )

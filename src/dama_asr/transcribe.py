@@ -2,7 +2,8 @@
 
 Batched greedy decoding runs until every sequence has ended, so one repetition loop makes the
 whole batch pay the maximum length. We (1) sort by duration so batches hold similar lengths,
-(2) cap new tokens by audio duration, and (3) flag outputs that hit the cap or end in a loop.
+(2) cap new tokens by audio duration, and (3) flag suspicious outputs, naming the rule that fired
+(`SUSPICIOUS_REASONS`): hit the cap, loop, or hold more letters than the audio's speech could.
 
 Clips longer than Whisper's 30 s window are decoded one at a time by Whisper's sequential long-form
 algorithm (paper, section 3.8): decode a window with timestamps, seek to the end of its last complete
@@ -25,7 +26,12 @@ from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import SAMPLE_RATE
 from dama_asr.errors import DamaError
 from dama_asr.languages import normalise_language
-from dama_asr.scoring import compression_ratio, has_repetition_loop
+from dama_asr.scoring import (
+    LOOP_COMPRESSION_RATIO,
+    compression_ratio,
+    has_repetition_loop,
+    too_long_for_audio,
+)
 
 # Generous for dense scripts: Georgian or Indic text can take ~20 byte-level BPE tokens per second.
 TOKENS_PER_SECOND = 25
@@ -36,6 +42,13 @@ MAX_NEW_TOKENS = 444
 # Gives encoder outputs (B, frames, D) for the items at these input positions, instead of running the
 # encoder (see train.encoder_cache.cached_encoder_outputs).
 EncoderOutputs = Callable[[Sequence[int]], torch.Tensor]
+
+# Why an output is suspicious: stable strings, since evaluations count utterances by them.
+RUNAWAY = "runaway"  # hit the duration's token cap without ending
+LOOP = "loop"  # ends in a repeated pattern, or compresses like one
+TOO_LONG = "too long for its audio"  # more letters than its seconds of speech can hold
+STALLED = "long-form stalled"  # long-form seeking stopped advancing; decoded in fixed windows
+SUSPICIOUS_REASONS = (RUNAWAY, LOOP, TOO_LONG, STALLED)
 
 
 class _DropLengthClashWarning(logging.Filter):
@@ -82,13 +95,24 @@ class Transcript:
     # progress, so the text comes from back-to-back 30 s windows instead (words at their edges may break).
     long_form: bool = False
     stalled: bool = False
+    # The clip's length: an output can be too long for it (0 = unknown, never flagged as too long).
+    seconds: float = 0.0
+
+    @property
+    def suspicious_reasons(self) -> tuple[str, ...]:
+        """The rules this output breaks, in SUSPICIOUS_REASONS order; empty when none."""
+        broken = {
+            RUNAWAY: self.hit_token_cap,
+            LOOP: self.repetition_loop or compression_ratio(self.text) > LOOP_COMPRESSION_RATIO,
+            TOO_LONG: too_long_for_audio(self.text, self.seconds),
+            STALLED: self.stalled,
+        }
+        return tuple(reason for reason in SUSPICIOUS_REASONS if broken[reason])
 
     @property
     def suspicious(self) -> bool:
-        """Likely runaway output: hit the cap, ends in a loop, compresses like a loop, or stalled."""
-        return (
-            self.hit_token_cap or self.repetition_loop or self.stalled or compression_ratio(self.text) > 2.4
-        )
+        """Likely made-up output: any of `suspicious_reasons`."""
+        return bool(self.suspicious_reasons)
 
 
 def max_new_tokens_for(seconds: float, tokens_per_second: float = TOKENS_PER_SECOND) -> int:
@@ -152,6 +176,7 @@ def _decode_batch(
                 tokens=tuple(content),
                 hit_token_cap=len(generated) >= item_cap and first_special not in generated,
                 repetition_loop=has_repetition_loop(content),
+                seconds=len(audio) / SAMPLE_RATE,
             )
         )
     return results
@@ -228,6 +253,7 @@ def _decode_long(
         hit_token_cap=hit_cap,
         repetition_loop=has_repetition_loop(content),
         long_form=True,
+        seconds=seconds,
     )
 
 
@@ -250,6 +276,7 @@ def _decode_fixed_windows(
         repetition_loop=any(part.repetition_loop for part in parts),
         long_form=True,
         stalled=True,
+        seconds=len(audio) / SAMPLE_RATE,
     )
 
 

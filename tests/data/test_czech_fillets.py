@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dama_asr.data.corpus_splits import sentence_disjoint_split, sentence_key
 from dama_asr.data.czech_fillets import GAME_DIR, build_czech_fillets, parse_dialogs
 from dama_asr.data.manifest import Utterance, read_manifest
+from dama_asr.data.subset import sentence_key, split_items
 
 CITY_CS = """
 dialogId("vit-hs-vitejteA", "font_statue", "Welcome to the most beautiful city under the sun.")
@@ -103,7 +103,7 @@ def test_pairing_reports_every_problem(built):
     assert report.audio_files == 8
     assert report.unmatched_audio == ["city/cs/vit-z-sirotek.ogg"]
     assert report.unmatched_text == ["city/vit-x-nenahrano"]
-    assert report.bad == {"empty transcript": 1, "silent audio": 1, "duplicate recording": 1}
+    assert report.skipped.counts == {"empty transcript": 1, "silent audio": 1, "duplicate recording": 1}
     assert "empty transcript: 1" in report.summary()
 
 
@@ -136,18 +136,20 @@ def test_rerun_reuses_converted_clips(built):
     assert sum(len(v) for v in report.splits.values()) == 4
 
 
+def _sentence_split(items, seed):
+    return split_items(items, by="sentence", dev=0.1, test=0.1, seed=seed, overshoot=True).splits
+
+
 def test_sentence_disjoint_split_reaches_shares_by_duration():
     items = [Utterance(id=f"u{i}", audio="x.wav", text=f"věta číslo {i % 50}", language="cs", duration=1.0 + i % 3)
              for i in range(200)]  # fmt: skip
-    splits = sentence_disjoint_split(items, seed=1)
+    splits = _sentence_split(items, seed=1)
     total = sum(u.duration for u in items)
     for split, share in (("dev", 0.1), ("test", 0.1)):
         got = sum(u.duration for u in splits[split]) / total
         assert share <= got < share + 0.05
     assert sum(len(v) for v in splits.values()) == 200
-    assert splits == sentence_disjoint_split(items, seed=1) and splits != sentence_disjoint_split(
-        items, seed=2
-    )
+    assert splits == _sentence_split(items, seed=1) and splits != _sentence_split(items, seed=2)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +184,64 @@ def test_subset_and_split(cv_dir, tmp_path, capsys):
     splits = {name: read_manifest(out_dir / f"{name}.jsonl") for name in ("train", "dev", "test")}
     assert all(splits.values()) and overlaps(splits) == {"speaker": set(), "sentence": set()}
     assert sum(map(len, splits.values())) == len(large_items)
+
+
+def test_subset_split_and_check_outputs_in_other_folders_keep_their_audio(tmp_path, monkeypatch, capsys):
+    # Run from the folder above data/: the manifest read gives paths relative to here, not to the new files.
+    monkeypatch.chdir(tmp_path)
+    rows = {"train": [(f"spk{i % 4}", f"c{i}.mp3", f"Brawddeg rhif {i}.", 1.0 + i % 3) for i in range(20)]}
+    write_common_voice_tree(Path("data/cy"), rows)  # audio inside the corpus folder: stored relative
+    assert main(["data", "import", "common-voice", "data/cy", "--splits", "train", "--out", "data"]) == 0
+    assert '"audio": "cy/clips/c0.mp3"' in Path("data/manifest.jsonl").read_text()
+    outputs = ["subsets/small.jsonl", "fixed/all.jsonl", "splits/train.jsonl", "splits/test.jsonl"]
+    assert main(["data", "subset", "data/manifest.jsonl", "--hours", "0.005", "--out", outputs[0]]) == 0
+    assert main(["data", "check", "data/manifest.jsonl", "--out", outputs[1]]) == 0
+    assert main(["data", "split", "data/manifest.jsonl", "--by", "sentence", "--out-dir", "splits"]) == 0
+    monkeypatch.chdir(tmp_path / "data")
+    for path in outputs:
+        assert main(["data", "check", str(tmp_path / path)]) == 0, capsys.readouterr().out
+
+
+def test_split_help_says_hours_and_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "split", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "fractions of the total hours of audio unless --by-count or --hours" in text
+    assert "(default: 0.1)" in text and "(default: speaker)" in text and "(default: 0)" in text
+    assert "--by-count" in text
+
+
+def test_split_by_count(tmp_path):
+    # Five long clips and fifteen short ones: a tenth of the utterances is not a tenth of the hours.
+    rows = {
+        "train": [(f"spk{i}", f"c{i}.mp3", f"Brawddeg rhif {i}.", 6.0 if i < 5 else 1.0) for i in range(20)]
+    }
+    write_common_voice_tree(tmp_path / "cv" / "cy", rows)
+    main(
+        [
+            "data",
+            "import",
+            "common-voice",
+            str(tmp_path / "cv" / "cy"),
+            "--splits",
+            "train",
+            "--out",
+            str(tmp_path / "d"),
+        ]
+    )
+    args = [
+        "data",
+        "split",
+        str(tmp_path / "d" / "manifest.jsonl"),
+        "--by",
+        "sentence",
+        "--dev",
+        "0.2",
+        "--test",
+        "0.1",
+    ]
+    assert main([*args, "--by-count", "--out-dir", str(tmp_path / "n")]) == 0
+    assert len(read_manifest(tmp_path / "n" / "test.jsonl")) == 2
+    assert len(read_manifest(tmp_path / "n" / "dev.jsonl")) == 4
+    with pytest.raises(SystemExit):  # the shares are of one thing or the other
+        main([*args, "--by-count", "--hours", "--out-dir", str(tmp_path / "x")])

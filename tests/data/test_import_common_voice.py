@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from dama_asr.cli import main
 from dama_asr.data.importers import import_common_voice
 from dama_asr.data.importers.testing import write_common_voice_tree
 from dama_asr.data.manifest import ManifestError, read_manifest
@@ -115,3 +117,13 @@ def test_no_usable_clip_leaves_no_manifest(tmp_path):
     with pytest.raises(ManifestError, match="no usable utterances out of 2"):
         import_common_voice(tmp_path / "cy", tmp_path / "out", echo=None)
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
+
+
+def test_relative_paths_from_a_parent_folder_survive_check(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_common_voice_tree(Path("cv/cy"), {"train": CY_ROWS["train"][:2], "test": CY_ROWS["test"]})
+    assert main(["data", "import", "common-voice", "cv/cy", "--splits", "train,test", "--out", "data"]) == 0
+    assert main(["data", "check", "data/manifest.jsonl"]) == 0
+    assert main(["data", "check", "data/train.jsonl"]) == 0
+    monkeypatch.chdir(tmp_path / "cv")
+    assert main(["data", "check", str(tmp_path / "data" / "test.jsonl")]) == 0

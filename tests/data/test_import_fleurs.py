@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from dama_asr.cli import main
 from dama_asr.data.importers import import_fleurs
 from dama_asr.data.importers.testing import write_fleurs_tree
 from dama_asr.data.manifest import ManifestError, read_manifest
@@ -94,3 +97,12 @@ def test_errors_name_what_is_available(root, tmp_path):
     with pytest.raises(UnknownLanguageError, match="'ast_es'"):
         import_fleurs(unsupported, tmp_path / "out", echo=None)
     assert not (tmp_path / "out").exists()
+
+
+def test_relative_paths_from_a_parent_folder_survive_check(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_fleurs_tree(Path("fleurs/cy_gb"), {"train": [("1", "1.wav", "Mae'r tywydd yn braf.", 1.0)]})
+    assert main(["data", "import", "fleurs", "fleurs", "--out", "data"]) == 0
+    assert main(["data", "check", "data/manifest.jsonl"]) == 0
+    monkeypatch.chdir(tmp_path / "fleurs")
+    assert main(["data", "check", str(tmp_path / "data" / "train.jsonl")]) == 0

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
+from dama_asr.cli import main
 from dama_asr.data.importers import import_folder
 from dama_asr.data.importers.testing import write_audio
 from dama_asr.data.manifest import ManifestError, read_manifest
@@ -86,3 +90,29 @@ def test_all_bad_leaves_earlier_manifest_untouched(audio_dir, tmp_path):
     assert [
         p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")
     ] == []  # no temp files left
+
+
+def test_relative_paths_from_a_parent_folder_survive_check(tmp_path, monkeypatch):
+    # `dama data import folder clips/audio ... --out data` run from the folder above clips/ and data/.
+    monkeypatch.chdir(tmp_path)
+    write_audio(Path("clips/audio/x.ogg"), 1.0)
+    write_audio(Path("clips/audio/y.wav"), 1.2)
+    Path("clips/t.tsv").write_text("file\ttext\nx.ogg\tBore da.\ny.wav\tNos da.\n", encoding="utf-8")
+    args = ["data", "import", "folder", "clips/audio", "--transcripts", "clips/t.tsv", "--language", "cy"]
+    assert main([*args, "--out", "data"]) == 0
+    assert main(["data", "check", "data/manifest.jsonl"]) == 0
+    monkeypatch.chdir(tmp_path / "clips")  # and from anywhere else
+    assert main(["data", "check", str(tmp_path / "data" / "manifest.jsonl")]) == 0
+
+
+def test_the_progress_bar_counts_what_the_summary_counts(audio_dir, tmp_path, capsys):
+    tsv = tmp_path / "t.tsv"
+    # 2 good, 1 empty transcript and 1 duplicate (settled before any audio opens), 1 row without a file
+    tsv.write_text(
+        "file\ttext\na.wav\tBore da.\nc.wav\t\nb.flac\tNos da.\na.wav\tEto.\n\tHwyl.\n", encoding="utf-8"
+    )
+    result = import_folder(audio_dir, tsv, tmp_path / "out", language="cy", echo=print)
+    captured = capsys.readouterr()
+    assert result.report.total == 5 and "checked 5 item(s): 2 good" in captured.out
+    shown = [(int(n), int(total)) for n, total in re.findall(r"(\d+)/(\d+) \[", captured.err)]
+    assert shown and {total for _, total in shown} == {5} and shown[-1] == (5, 5)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from dama_asr.cli import main
 from dama_asr.data.importers.common import AudioNamer, FileNameClash, write_new_file
 from dama_asr.data.importers.hf import import_hf, items_from_rows
 from dama_asr.data.importers.testing import tone_samples, write_audio
@@ -181,3 +182,16 @@ def test_saved_dataset_with_dotted_ids_keeps_audio_and_text_together(tmp_path):
     for uid, item in items.items():
         assert item.text == f"Brawddeg {uid}."
         assert item.duration == pytest.approx(seconds[uid], abs=0.01)
+
+
+def test_relative_paths_from_a_parent_folder_survive_check(tmp_path, monkeypatch):
+    # A dataset whose audio column names files on disk (relative to where the import runs).
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.chdir(tmp_path)
+    write_audio(Path("clips/a.wav"), 1.0)
+    part = datasets.Dataset.from_dict({"audio": ["clips/a.wav"], "text": ["Bore da."]})
+    datasets.DatasetDict({"train": part}).save_to_disk("ds")
+    assert main(["data", "import", "hf", "ds", "--language", "cy", "--out", "data"]) == 0
+    assert main(["data", "check", "data/manifest.jsonl"]) == 0
+    monkeypatch.chdir(tmp_path / "clips")
+    assert main(["data", "check", str(tmp_path / "data" / "train.jsonl")]) == 0

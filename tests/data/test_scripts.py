@@ -10,7 +10,9 @@ from dama_asr.data.scripts import (
     char_script,
     dominant_script,
     expected_scripts,
+    primary_scripts,
     script_mismatch,
+    written_in_primary_script,
 )
 
 # Whisper languages written (mainly) in a non-Latin script, listed by hand as a check on the table.
@@ -87,3 +89,29 @@ def test_char_script_ignores_non_letters_and_reads_presentation_forms():
     assert char_script("ʼ") is None  # modifier apostrophe is shared by many scripts
     assert dominant_script("Хорошо, OK") == "Cyrillic"
     assert dominant_script("...") is None
+
+
+@pytest.mark.parametrize(
+    "language, text, lenient_ok, strict_ok",
+    [
+        ("sr", "Добро јутро свима.", True, True),
+        ("sr", "Dobro jutro svima.", True, False),  # valid Serbian; synthetic sentences use the Cyrillic
+        ("cy", "Ｂore da.", True, False),  # a fullwidth letter: the same letter to a reader, not to espeak
+        ("uk", "Пʼять котів.", True, False),  # the modifier apostrophe belongs to no script
+        ("cy", "Bore da i chwi.", True, True),
+        ("cy", "Caf\u0301e bach.", True, True),  # a decomposed accent on a Latin letter
+        ("hi", "नमस्ते दुनिया।", True, True),  # vowel signs are Devanagari marks
+        ("ja", "今日はいい天気です。", True, True),  # Han and Kana together: one writing system
+        ("ko", "오늘은 날씨가 좋습니다.", True, True),
+        ("ka", "Firefox შეიზღუდა.", True, False),  # lenient: mostly Georgian; strict: one Latin word fails
+    ],
+)
+def test_one_table_two_rules(language, text, lenient_ok, strict_ok):
+    assert (script_mismatch(text, language) is None) == lenient_ok
+    assert written_in_primary_script(text, language) == strict_ok
+
+
+def test_the_first_writing_system_is_the_usual_one():
+    assert primary_scripts("sr") == {"Cyrillic"} and expected_scripts("sr") == {"Cyrillic", "Latin"}
+    assert primary_scripts("pa") == {"Gurmukhi"} and expected_scripts("ja") == {"Han", "Kana"}
+    assert primary_scripts("cy") == {"Latin"}

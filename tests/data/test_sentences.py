@@ -151,8 +151,8 @@ def test_filter_strings_dedupes_and_records_source_and_licence():
     assert [(s.text, s.source, s.licence) for s in result.sentences] == [
         ("Atverkite failą dabar pat.", "pkg-a", "MPL-2.0")
     ]
-    assert result.rejected["duplicate"] == 1 and result.rejected["word count"] == 1
-    assert result.examples["word count"] == ["Per trumpas."]
+    assert result.rejected.counts["duplicate"] == 1 and result.rejected.counts["word count"] == 1
+    assert result.rejected.examples["word count"] == ["Per trumpas."]
 
 
 @pytest.mark.slow
@@ -164,3 +164,10 @@ def test_real_catalogues_give_a_thousand_welsh_sentences():
     assert all(
         s.source.startswith("firefox-esr-l10n-cy") and s.licence == "MPL-2.0" for s in result.sentences
     )
+
+
+def test_sentence_rules_read_the_one_script_table():
+    # Any language of the table is judged by its usual writing system; none needs a table of its own.
+    assert rejection_reason("오늘은 날씨가 정말 좋습니다.", "ko") is None
+    assert rejection_reason("Оvo je latinica pomiješana s ćirilicom.", "sr") == "script mismatch"
+    assert rejection_reason("Ово је реченица на српском језику.", "sr") is None

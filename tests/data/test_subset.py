@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -124,3 +125,88 @@ def test_impossible_splits_are_clear_errors():
     with pytest.raises(ManifestError, match="sum to less than 1"):
         split_items(ITEMS, dev=0.5, test=0.5)
     assert len(split_items(anonymous, by="sentence", dev=0.1, test=0.1).splits["test"]) == 1
+
+
+# ---- pinned selections: the committed studies were trained on these subsets and splits -----------
+
+
+def pinned_corpus() -> list[Utterance]:
+    """900 items in two languages: cased and punctuated variants of 350 sentences, 23 speakers."""
+    rng = random.Random(20240501)
+    words = ["bore", "da", "nos", "hwyl", "diolch", "croeso", "ŵy", "ïe", "cân", "môr"]
+    items = []
+    for i in range(900):
+        s = i % 350
+        text = " ".join(words[(s * k) % 10] for k in range(1, 2 + s % 7)) + f" {s}"
+        text = text.capitalize() + "!" if i % 3 == 0 else text
+        items.append(Utterance(id=f"pin-{rng.randrange(10**6):06d}-{i}", audio=f"/x/{i}.wav", text=text,
+                               language=("cy", "lt")[i % 5 == 0], duration=round(rng.uniform(0.8, 16.0), 3),
+                               speaker=f"s{s % 23}"))  # fmt: skip
+    return items
+
+
+def _digest(items: list[Utterance]) -> tuple[int, str]:
+    return len(items), hashlib.sha256("\n".join(u.id for u in items).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    "hours, seed, per_language, expected",
+    [
+        (0.1, 0, False, (49, "76a001633ee65eb8")),
+        (0.25, 0, False, (114, "f2840227f8ac5802")),
+        (0.5, 0, False, (212, "89abf3d840fe25e8")),
+        (1.0, 0, False, (430, "08f07b1fc55a4a80")),
+        (0.37, 0, False, (155, "97f6ee914d653377")),
+        (0.25, 0, True, (223, "6d4c71a1e0aaa290")),
+        (0.5, 3, False, (207, "ab444da3b4a46d85")),
+    ],
+)
+def test_hour_subsets_are_the_ones_the_studies_used(hours, seed, per_language, expected):
+    assert _digest(hour_subset(pinned_corpus(), hours, seed=seed, per_language=per_language)) == expected
+
+
+@pytest.mark.parametrize(
+    "seed, expected",
+    [
+        (
+            0,
+            {
+                "train": (715, "ce8d97bbda495698"),
+                "dev": (95, "04382cbff3b9c8a1"),
+                "test": (90, "c6943252f699cb7f"),
+            },
+        ),
+        (
+            1,
+            {
+                "train": (731, "25cf13c7568234fa"),
+                "dev": (84, "2f0f9b4d7dbcb662"),
+                "test": (85, "8f4abadc7369a996"),
+            },
+        ),
+    ],
+)
+def test_the_czech_corpus_split_is_the_one_the_studies_used(seed, expected):
+    # As `dama data czech-fillets` splits: by sentence, 10 % each, held-out splits reach their share.
+    result = split_items(pinned_corpus(), by="sentence", dev=0.1, test=0.1, seed=seed, overshoot=True)
+    assert {name: _digest(part) for name, part in result.splits.items()} == expected
+
+
+def test_overshoot_reaches_the_target_and_the_default_never_passes_it():
+    items = [Utterance(f"u{i}", "a.wav", f"s {i}", "cy", 10.0 + i % 7) for i in range(100)]
+    total = total_hours(items)
+    fit = split_items(items, by="sentence", dev=0.1, test=0.1, seed=0)
+    reach = split_items(items, by="sentence", dev=0.1, test=0.1, seed=0, overshoot=True)
+    for name in ("dev", "test"):
+        assert total_hours(fit.splits[name]) <= 0.1 * total < total_hours(reach.splits[name])
+        assert total_hours(reach.splits[name]) < 0.1 * total + 16 / 3600  # by less than one group
+
+
+def test_split_by_count_takes_shares_of_the_utterances():
+    # Ten long clips and ninety short ones: a tenth of the hours is not a tenth of the utterances.
+    items = [Utterance(f"u{i:03d}", "a.wav", f"s {i}", "cy", 25.0 if i < 10 else 1.0) for i in range(100)]
+    by_count = split_items(items, by="sentence", dev=0.2, test=0.1, seed=0, unit="count")
+    assert (len(by_count.splits["test"]), len(by_count.splits["dev"])) == (10, 20)
+    # Counting needs no durations.
+    unknown = [Utterance(f"u{i}", "a.wav", f"s {i}", "cy") for i in range(10)]
+    assert len(split_items(unknown, by="sentence", dev=0.1, test=0.1, unit="count").splits["test"]) == 1

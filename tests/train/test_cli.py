@@ -74,3 +74,43 @@ def test_train_takes_the_same_adapter_flags_as_plan(tmp_path: Path) -> None:
     assert (changed.adapter.r, changed.adapter.alpha_policy, changed.adapter.alpha) == (12, "fixed", 8.0)
     assert changed.adapter.dropout == 0.1 and changed.adapter.targets == ("qv",)
     assert changed.adapter.encoder is False
+
+
+def test_train_help_shows_the_one_set_of_defaults_the_recipes_use(capsys) -> None:
+    import pytest
+    import yaml
+
+    from dama_asr.train.config import EvalConfig
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "without dev improvement (default: 2)" in printed
+    assert "(0 = all) (default: 100)" in printed and "frozen (default: True)" in printed
+    # A bare `dama train` and the shipped recipes stop and sample dev alike.
+    for recipe in sorted(Path(__file__).parents[2].glob("recipes/*.yaml")):
+        ev = yaml.safe_load(recipe.read_text())["eval"]
+        assert (ev["patience"], ev["max_utterances"]) == (EvalConfig.patience, EvalConfig.max_utterances)
+
+
+def test_tiny_train_and_eval_warn_nothing_and_time_dev_scoring_apart(
+    tiny_train: Path, tmp_path: Path, capsys
+):
+    import warnings
+
+    out = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", "--model", "tiny-random", "--method", "lora", "--r", "2", "--train",
+                     str(tiny_train), "--dev", str(tiny_train), "--epochs", "1", "--batch-size", "4",
+                     "--max-dev", "2", "--no-progress", "--precision", "no", "--out", str(out)]) == 0  # fmt: skip
+        printed = capsys.readouterr().out
+        assert main(["eval", "--manifest", str(tiny_train), "--model", "tiny-random", "--adapter",
+                     str(out / "best"), "--limit", "2", "--precision", "no", "--out",
+                     str(tmp_path / "eval.json")]) == 0  # fmt: skip
+    future = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert not future  # peft's `is_gradient_checkpointing` FutureWarning printed on every train and eval
+    epoch = json.loads((out / "summary.json").read_text())["epochs"][0]
+    assert epoch["dev_seconds"] > 0 and epoch["seconds"] == epoch["train_seconds"] + epoch["cache_seconds"]
+    assert f"{epoch['dev_seconds']:.0f} s dev scoring" in printed and " s training (" in printed

@@ -1,4 +1,5 @@
-"""Adapter methods behind one registry: full, lora, lora-fa, pissa, milora, dora, dama and its ablations.
+"""Adapter methods behind one registry (`registry.py`; one module per family in `families/`):
+full, lora, lora-fa, pissa, milora, dora, vera, dama and its ablations.
 
 Names resolve lazily so that `dama --help` and argument parsing do not pay for importing peft.
 """
@@ -9,6 +10,11 @@ import importlib
 
 _EXPORTS = {
     "METHODS": "config",
+    "MethodSpec": "registry",
+    "all_methods": "registry",
+    "get_method": "registry",
+    "method_names": "registry",
+    "register": "registry",
     "AdapterConfig": "config",
     "AdapterConfigError": "config",
     "apply_adapter": "methods",

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from dama_asr.adapters.config import METHODS, AdapterConfig, AdapterConfigError
-
-UNIFORM_RANK_METHODS = ("lora", "lora-fa", "pissa", "milora", "dora")
+from dama_asr.adapters.config import AdapterConfig, AdapterConfigError
+from dama_asr.adapters.registry import UnknownMethodError, get_method, method_names
 
 
 def add_adapter_args(p: argparse.ArgumentParser, method_default: str | None = "dama") -> None:
     """The adapter flags. Every default is None (unset), so a recipe's values survive unset flags;
     `method_default` is None for verbs that read a recipe (`dama train`)."""
     g = p.add_argument_group("adapter")
-    g.add_argument("--method", default=method_default, choices=METHODS)
+    g.add_argument("--method", default=method_default, choices=method_names())
     g.add_argument(
         "--r",
         type=int,
         default=None,
-        help="rank of uniform-rank methods (dama-no-schedule: default = mean DAMA rank)",
+        help="rank of uniform-rank methods (dama-no-schedule: default = mean DAMA rank; vera: default 256)",
     )
     g.add_argument("--r-high", type=int, default=None, help="DAMA rank at the ends (default 32)")
     g.add_argument("--r-low", type=int, default=None, help="DAMA rank in the middle (default 8)")
@@ -67,9 +66,16 @@ def adapter_overrides_from_args(args: argparse.Namespace, uniform_rank: int | No
     out = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
     if getattr(args, "probe", None):
         out |= _probe_thetas(args.probe)
-    if uniform_rank and "r" not in out and out.get("method") in UNIFORM_RANK_METHODS:
+    if uniform_rank and "r" not in out and _requires_rank(out.get("method")):
         out["r"] = uniform_rank
     return out
+
+
+def _requires_rank(method: str | None) -> bool:
+    try:
+        return method is not None and get_method(method).requires_rank
+    except UnknownMethodError:
+        return False  # AdapterConfig names the unknown method
 
 
 def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:

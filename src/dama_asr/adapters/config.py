@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from dama_asr.adapters.registry import MethodSpec, UnknownMethodError, get_method, method_names
 from dama_asr.errors import DamaError
 
 # Short names of the linear maps in one Whisper layer, as transformers names them.
@@ -36,18 +37,6 @@ TARGET_ALIASES = {
         t for t in DECODER_LINEARS if t not in ("encoder_attn.k_proj", "encoder_attn.v_proj")
     ),
 }
-METHODS = (
-    "full",
-    "lora",
-    "lora-fa",
-    "pissa",
-    "milora",
-    "dora",
-    "dama",
-    "dama-no-schedule",
-    "dama-no-svd",
-    "dama-no-bpp",
-)
 
 
 class AdapterConfigError(DamaError, ValueError):
@@ -56,52 +45,53 @@ class AdapterConfigError(DamaError, ValueError):
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    """How to adapt a Whisper.
+    """How to adapt a Whisper. The method's spec (`dama_asr.adapters.registry`) validates its options
+    and stores the values actually used, so a saved config says what ran.
 
-    method: one of METHODS.  r: rank of uniform-rank methods (lora, lora-fa, pissa, milora, dora,
-    dama-no-schedule; for dama-no-schedule 0 means "the mean rank of the DAMA schedule", so the
-    ablation spends the same budget).  r_high/r_low/theta1/theta2: DAMA's schedule (DESIGN.md s.4).
-    alpha_policy: "ratio" sets alpha = alpha_ratio * rank per layer (the same scaling at every rank);
-    "fixed" uses alpha for every layer.  targets: short linear names or an alias (all, qv, no-cross-kv).
-    encoder: also adapt the encoder layers (uniform rank r_low for DAMA, r otherwise) at the targets'
-    self-attention and feed-forward linears (`qv`: the encoder's q and v, peft's Whisper recipe); when
-    False the encoder stays frozen and its outputs can be cached.
+    method: one of `method_names()`.  r: rank of uniform-rank methods (lora, lora-fa, pissa, milora,
+    dora; vera's shared random matrices, default 256; dama-no-schedule, where 0 means "the mean rank
+    of the DAMA schedule", so the ablation spends the same budget); None where the method takes no
+    single rank (dama, dama-no-svd and dama-no-bpp rank each layer by the schedule; full).  r_high/r_low/theta1/theta2: DAMA's
+    schedule (DESIGN.md s.4).  alpha_policy: "ratio" scales alpha = alpha_ratio * rank per layer (the
+    same scaling at every rank); "fixed" uses alpha for every layer.  alpha: under "ratio" it is
+    resolved to alpha_ratio * r for a uniform rank, and None where it differs per layer (dama) or the
+    method has none (vera, full).  targets: short linear names or an alias (all, qv, no-cross-kv);
+    empty: the method's default.  encoder: also adapt the encoder layers (uniform rank r_low for DAMA,
+    r otherwise) at the targets' self-attention and feed-forward linears (`qv`: the encoder's q and v,
+    peft's Whisper recipe); when False the encoder stays frozen and its outputs can be cached.
     """
 
     method: str = "dama"
-    r: int = 0
+    r: int | None = 0
     r_high: int = 32
     r_low: int = 8
     theta1: float = 0.3
     theta2: float = 0.7
     alpha_policy: str = "ratio"
     alpha_ratio: float = 2.0
-    alpha: float = 16.0
+    alpha: float | None = 16.0
     dropout: float = 0.0
-    targets: tuple[str, ...] = ("all",)
+    targets: tuple[str, ...] = ()
     encoder: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise AdapterConfigError(f"method: unknown {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.method.startswith("dama"):
-            if not 0.0 <= self.theta1 < self.theta2 <= 1.0:
-                raise AdapterConfigError(
-                    f"theta1/theta2: need 0 <= theta1 < theta2 <= 1, got {self.theta1} and {self.theta2}"
-                )
-            if self.r_low < 1 or self.r_high < self.r_low:
-                raise AdapterConfigError(
-                    f"r_high/r_low: need 1 <= r_low <= r_high, got {self.r_high}/{self.r_low}"
-                )
-        elif self.method != "full" and self.r < 1:
-            raise AdapterConfigError(f"r: method {self.method} needs a rank r >= 1, got {self.r}")
+        try:
+            spec = get_method(self.method)
+        except UnknownMethodError as err:
+            raise AdapterConfigError(str(err)) from None
         if self.alpha_policy not in ("ratio", "fixed"):
             raise AdapterConfigError(f"alpha_policy: 'ratio' or 'fixed', got {self.alpha_policy!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise AdapterConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
-        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "targets", tuple(self.targets) or spec.default_targets)
         self.target_linears()  # validates names
+        for name, value in spec.resolve(self).items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def spec(self) -> MethodSpec:
+        return get_method(self.method)
 
     def target_linears(self) -> tuple[str, ...]:
         """Decoder linear short names this config adapts, aliases expanded, in canonical order."""
@@ -118,12 +108,12 @@ class AdapterConfig:
 
     @property
     def adapts_encoder(self) -> bool:
-        return self.encoder
+        return self.spec.adapts_encoder(self)
 
     @property
     def saves_full_model(self) -> bool:
         """The method saves every weight (full fine-tuning), not just adapter factors."""
-        return self.method == "full"
+        return self.spec.saves_full_model
 
     def alpha_for(self, rank: int) -> float:
         return self.alpha_ratio * rank if self.alpha_policy == "ratio" else self.alpha
@@ -149,3 +139,11 @@ class AdapterConfig:
             return cls(**data)
         except TypeError as err:  # a value of the wrong type (r: "eight") from a hand-edited file
             raise AdapterConfigError(f"adapter options: a value has the wrong type ({err})") from None
+
+
+def __getattr__(name: str):
+    # METHODS stays importable for older callers; it is the registry's names, computed on first use
+    # (the families import this module, so it cannot be a constant here).
+    if name == "METHODS":
+        return method_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

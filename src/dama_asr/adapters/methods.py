@@ -1,13 +1,15 @@
-"""Execute an adapter plan on an unmodified transformers Whisper, with peft doing the wrapping.
+"""Execute an adapter on an unmodified transformers Whisper, with peft doing the wrapping.
 
+`apply_adapter` hands the config to its method's spec. The LoRA families share `apply_lora_plan`:
 peft builds the LoRA layers (per-module ranks and alphas through rank_pattern/alpha_pattern, DoRA
-through use_dora); this module adds what peft lacks: DAMA's trailing-SVD middle layers with a frozen
-basis, LoRA-FA's frozen A, and MiLoRA's minor-triplet residual init (PiSSA uses the same code path).
+through use_dora) and the family's `initialise` hook adds what peft lacks (DAMA's trailing-SVD basis,
+PiSSA/MiLoRA residual inits); A and B then train exactly as the plan says.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -15,12 +17,16 @@ from torch import nn
 from transformers import WhisperForConditionalGeneration
 
 from dama_asr.adapters.config import AdapterConfig
-from dama_asr.adapters.plan import INIT_MILORA, INIT_PISSA, INIT_TRAILING, ModulePlan, plan_modules
-from dama_asr.adapters.svd import residual_factors, trailing_basis
+from dama_asr.adapters.plan import ModulePlan
+from dama_asr.adapters.registry import get_method
+from dama_asr.quiet import peft_quietly
 
 ADAPTER_NAME = "default"
 # Attribute on the PeftModel holding {module name: (A0, B0)} of residual inits, for saving.
 INITIAL_FACTORS_ATTR = "_dama_initial_factors"
+
+# (peft LoRA layer, its plan) -> the initial (A0, B0) when the init moved the base weight, else None.
+Initialiser = Callable[[nn.Module, ModulePlan], "tuple[torch.Tensor, torch.Tensor] | None"]
 
 
 def lora_config_for(plans: list[ModulePlan], cfg: AdapterConfig) -> LoraConfig:
@@ -40,23 +46,31 @@ def lora_config_for(plans: list[ModulePlan], cfg: AdapterConfig) -> LoraConfig:
     )
 
 
-def _initialise(layer: nn.Module, plan: ModulePlan) -> tuple[torch.Tensor, torch.Tensor] | None:
-    lora_a = layer.lora_A[ADAPTER_NAME].weight  # (r, in)
-    lora_b = layer.lora_B[ADAPTER_NAME].weight  # (out, r)
-    base = layer.get_base_layer().weight  # (out, in)
-    with torch.no_grad():
-        if plan.init == INIT_TRAILING:
-            lora_a.copy_(trailing_basis(base, plan.rank))
-            lora_b.zero_()
-        elif plan.init in (INIT_PISSA, INIT_MILORA):
-            a, b, residual = residual_factors(
-                base, plan.rank, layer.scaling[ADAPTER_NAME], minor=plan.init == INIT_MILORA
-            )
-            lora_a.copy_(a)
-            lora_b.copy_(b)
-            base.copy_(residual)
-            return a.clone(), b.clone()
-    return None
+def apply_lora_plan(
+    model: WhisperForConditionalGeneration,
+    plans: list[ModulePlan],
+    cfg: AdapterConfig,
+    initialise: Initialiser,
+) -> PeftModel:
+    """Wrap the planned linears in peft LoRA layers, initialise them, and freeze what the plan freezes."""
+    with peft_quietly():
+        peft_model = get_peft_model(model, lora_config_for(plans, cfg), adapter_name=ADAPTER_NAME)
+    initial = {}
+    for plan in plans:
+        layer = peft_model.base_model.model.get_submodule(plan.name)
+        with torch.no_grad():
+            factors = initialise(layer, plan)
+        if factors is not None:
+            initial[plan.name] = factors
+        layer.lora_A[ADAPTER_NAME].weight.requires_grad_(plan.train_a)
+        layer.lora_B[ADAPTER_NAME].weight.requires_grad_(plan.train_b)
+    setattr(peft_model, INITIAL_FACTORS_ATTR, initial)
+    return peft_model
+
+
+def lora_factors(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A (r, in), B (out, r) and the base weight W (out, in) of a peft LoRA layer."""
+    return layer.lora_A[ADAPTER_NAME].weight, layer.lora_B[ADAPTER_NAME].weight, layer.get_base_layer().weight
 
 
 def apply_adapter(model: WhisperForConditionalGeneration, cfg: AdapterConfig) -> nn.Module:
@@ -64,24 +78,12 @@ def apply_adapter(model: WhisperForConditionalGeneration, cfg: AdapterConfig) ->
 
     Exactly the parameters the plan says train have requires_grad; everything else is frozen.
     """
-    if cfg.method == "full":
-        model.requires_grad_(False)
-        model.model.decoder.requires_grad_(True)
-        if cfg.encoder:
-            model.model.encoder.requires_grad_(True)
-        return model
-    plans = plan_modules(model.config, cfg)
-    peft_model = get_peft_model(model, lora_config_for(plans, cfg), adapter_name=ADAPTER_NAME)
-    initial = {}
-    for plan in plans:
-        layer = peft_model.base_model.model.get_submodule(plan.name)
-        factors = _initialise(layer, plan)
-        if factors is not None:
-            initial[plan.name] = factors
-        layer.lora_A[ADAPTER_NAME].weight.requires_grad_(plan.train_a)
-        layer.lora_B[ADAPTER_NAME].weight.requires_grad_(plan.train_b)
-    setattr(peft_model, INITIAL_FACTORS_ATTR, initial)
-    return peft_model
+    return get_method(cfg.method).apply(model, cfg)
+
+
+def merge_adapter(model: nn.Module) -> WhisperForConditionalGeneration:
+    """Fold a peft adapter into the weights; a plain Whisper passes through."""
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
 def trainable_parameter_count(model: nn.Module) -> int:

@@ -1,17 +1,21 @@
 """The per-module plan of an adapter, computed from the model config alone (no weights).
 
-Every LoRA-family method is a plan: which linears get a LoRA, with which rank and alpha, how A and
-B start, and which of them train. `apply_adapter` executes a plan; `dama plan` prints it.
+An adapter is a plan: which linears it wraps, with which rank and alpha, how its factors start, and
+which parts train. Each method's spec builds its plan (`MethodSpec.plan`, with `rows_for` here for the
+layer-by-layer part); `apply_adapter` executes it; `dama plan` prints it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-
-from transformers import WhisperConfig
+from typing import TYPE_CHECKING
 
 from dama_asr.adapters.config import ENCODER_LINEARS, AdapterConfig, AdapterConfigError
-from dama_asr.adapters.schedule import Zone, dama_schedule, mean_rank
+from dama_asr.adapters.registry import get_method
+
+if TYPE_CHECKING:
+    from transformers import WhisperConfig
 
 # How A and B start (B is zero unless the init says otherwise).
 INIT_DEFAULT = "kaiming-A, zero-B"
@@ -30,19 +34,44 @@ class ModulePlan:
     out_features: int
     zone: str
     rank: int
-    alpha: float
+    alpha: float | None  # None: the method has no alpha (VeRA)
     init: str
     train_a: bool
     train_b: bool
     dora: bool = False
+    # Trains two scaling vectors, (out,) and (rank,), around frozen shared factors (VeRA).
+    vectors: bool = False
 
     @property
     def trainable_parameters(self) -> int:
         n = self.rank * self.in_features * self.train_a + self.out_features * self.rank * self.train_b
-        return n + self.out_features * self.dora  # DoRA's magnitude vector
+        n += self.out_features * self.dora  # DoRA's magnitude vector
+        return n + (self.out_features + self.rank) * self.vectors
+
+    @property
+    def trains(self) -> str:
+        """What trains, for tables: "A,B", "B only", "scaling vectors", "+magnitude"."""
+        factors = {(True, True): "A,B", (False, True): "B only", (True, False): "A only"}
+        parts = [factors.get((self.train_a, self.train_b), "")]
+        parts += ["scaling vectors"] * self.vectors + ["+magnitude"] * self.dora
+        return " ".join(p for p in parts if p)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "trainable_parameters": self.trainable_parameters}
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """What a method decides per layer; `rows_for` repeats it over the layer's targeted linears."""
+
+    rank: int
+    alpha: float | None
+    init: str
+    train_a: bool = True
+    train_b: bool = True
+    zone: str = "-"
+    dora: bool = False
+    vectors: bool = False
 
 
 def linear_shape(config: WhisperConfig, side: str, linear: str) -> tuple[int, int]:
@@ -56,76 +85,46 @@ def linear_shape(config: WhisperConfig, side: str, linear: str) -> tuple[int, in
     return d, d
 
 
-def _decoder_rows(config: WhisperConfig, cfg: AdapterConfig) -> list[ModulePlan]:
-    depth = config.decoder_layers
-    schedule = dama_schedule(depth, cfg.r_high, cfg.r_low, cfg.theta1, cfg.theta2)
-    is_dama = cfg.method.startswith("dama")
-    uniform = cfg.r if cfg.r > 0 else mean_rank(schedule)
+def rows_for(
+    config: WhisperConfig, cfg: AdapterConfig, side: str, choose: Callable[[int, int], LayerChoice]
+) -> list[ModulePlan]:
+    """One row per targeted linear of every layer of `side`; choose(layer, depth) -> LayerChoice, 1-based.
+
+    The encoder has no cross-attention: there the targets' self-attention and feed-forward linears apply.
+    """
+    chosen = cfg.target_linears()
+    if side == "decoder":
+        depth, linears = config.decoder_layers, chosen
+    else:
+        depth, linears = config.encoder_layers, tuple(t for t in ENCODER_LINEARS if t in chosen)
     rows = []
-    for layer in schedule:
-        zone = layer.zone.value if is_dama else "-"
-        middle = is_dama and layer.zone is Zone.MIDDLE
-        rank = layer.rank if cfg.method in ("dama", "dama-no-svd", "dama-no-bpp") else uniform
-        init = {"pissa": INIT_PISSA, "milora": INIT_MILORA}.get(cfg.method, INIT_DEFAULT)
-        if middle and cfg.method != "dama-no-svd":
-            init = INIT_TRAILING
-        train_a = not (cfg.method == "lora-fa" or (middle and cfg.method != "dama-no-bpp"))
-        for linear in cfg.target_linears():
-            fan_in, fan_out = linear_shape(config, "decoder", linear)
+    for layer in range(1, depth + 1):
+        c = choose(layer, depth)
+        for linear in linears:
+            fan_in, fan_out = linear_shape(config, side, linear)
             rows.append(
                 ModulePlan(
-                    name=f"model.decoder.layers.{layer.layer - 1}.{linear}",
-                    side="decoder",
-                    layer=layer.layer,
+                    name=f"model.{side}.layers.{layer - 1}.{linear}",
+                    side=side,
+                    layer=layer,
                     linear=linear,
                     in_features=fan_in,
                     out_features=fan_out,
-                    zone=zone,
-                    rank=rank,
-                    alpha=cfg.alpha_for(rank),
-                    init=init,
-                    train_a=train_a,
-                    train_b=True,
-                    dora=cfg.method == "dora",
+                    zone=c.zone,
+                    rank=c.rank,
+                    alpha=c.alpha,
+                    init=c.init,
+                    train_a=c.train_a,
+                    train_b=c.train_b,
+                    dora=c.dora,
+                    vectors=c.vectors,
                 )
             )
     return rows
 
 
-def _encoder_rows(config: WhisperConfig, cfg: AdapterConfig) -> list[ModulePlan]:
-    rank = cfg.r_low if cfg.method.startswith("dama") else cfg.r
-    init = {"pissa": INIT_PISSA, "milora": INIT_MILORA}.get(cfg.method, INIT_DEFAULT)
-    # The encoder has no cross-attention: the targets' self-attention and feed-forward linears apply.
-    chosen = cfg.target_linears()
-    rows = []
-    for i in range(config.encoder_layers):
-        for linear in (t for t in ENCODER_LINEARS if t in chosen):
-            fan_in, fan_out = linear_shape(config, "encoder", linear)
-            rows.append(
-                ModulePlan(
-                    f"model.encoder.layers.{i}.{linear}",
-                    "encoder",
-                    i + 1,
-                    linear,
-                    fan_in,
-                    fan_out,
-                    "-",
-                    rank,
-                    cfg.alpha_for(rank),
-                    init,
-                    cfg.method != "lora-fa",
-                    True,
-                    cfg.method == "dora",
-                )
-            )
-    return rows
-
-
-def plan_modules(config: WhisperConfig, cfg: AdapterConfig) -> list[ModulePlan]:
-    """Every adapted linear with its rank, init and trainable factors; empty for full fine-tuning."""
-    if cfg.method == "full":
-        return []
-    rows = _decoder_rows(config, cfg) + (_encoder_rows(config, cfg) if cfg.encoder else [])
+def check_ranks(rows: list[ModulePlan]) -> list[ModulePlan]:
+    """A low-rank factor pair cannot be wider than its layer: refuse, naming the first such module."""
     for row in rows:
         limit = min(row.in_features, row.out_features)
         if row.rank > limit:
@@ -133,6 +132,11 @@ def plan_modules(config: WhisperConfig, cfg: AdapterConfig) -> list[ModulePlan]:
                 f"rank {row.rank} is larger than {row.name} allows ({row.out_features}x{row.in_features}: at most {limit})"
             )
     return rows
+
+
+def plan_modules(config: WhisperConfig, cfg: AdapterConfig) -> list[ModulePlan]:
+    """Every adapted linear with its rank, init and trainable parts; empty for full fine-tuning."""
+    return get_method(cfg.method).plan(config, cfg)
 
 
 def full_trainable_parameters(config: WhisperConfig, encoder: bool) -> int:
@@ -147,29 +151,37 @@ def full_trainable_parameters(config: WhisperConfig, encoder: bool) -> int:
 
 
 def trainable_parameters(config: WhisperConfig, cfg: AdapterConfig) -> int:
-    if cfg.method == "full":
-        return full_trainable_parameters(config, cfg.encoder)
-    return sum(row.trainable_parameters for row in plan_modules(config, cfg))
+    return get_method(cfg.method).trainable_parameters(config, cfg)
+
+
+def resolved_plan(config: WhisperConfig, cfg: AdapterConfig) -> dict:
+    """The ranks and alphas a config resolves to on this model, one entry per layer (for dama_adapter.json):
+    what the config alone cannot say (DAMA's schedule, dama-no-schedule's mean rank)."""
+    layers, seen = [], set()
+    for row in plan_modules(config, cfg):
+        if (row.side, row.layer) not in seen:
+            seen.add((row.side, row.layer))
+            layers.append({"side": row.side, "layer": row.layer, "rank": row.rank, "alpha": row.alpha})
+    return {"trainable_parameters": trainable_parameters(config, cfg), "layers": layers}
 
 
 def plan_table(config: WhisperConfig, cfg: AdapterConfig) -> str:
-    """Markdown: one row per layer (decoder first), with rank, zone, init and trained factors."""
-    if cfg.method == "full":
-        return f"full fine-tuning: {trainable_parameters(config, cfg):,} trainable parameters"
+    """Markdown: one row per layer (decoder first), with rank, zone, init and trained parts."""
+    rows = plan_modules(config, cfg)
+    if not rows:
+        return f"{get_method(cfg.method).label}: {trainable_parameters(config, cfg):,} trainable parameters"
     lines = [
         "| side | layer | zone | rank | alpha | init | trains | modules | trainable params |",
         "|---|---:|---|---:|---:|---|---|---:|---:|",
     ]
-    rows = plan_modules(config, cfg)
     for side in ("decoder", "encoder"):
         for layer in sorted({r.layer for r in rows if r.side == side}):
             group = [r for r in rows if r.side == side and r.layer == layer]
             first = group[0]
-            trains = "A,B" if first.train_a else "B only"
-            trains += " +magnitude" if first.dora else ""
+            alpha = "-" if first.alpha is None else f"{first.alpha:g}"
             params = sum(r.trainable_parameters for r in group)
             lines.append(
-                f"| {side} | {layer} | {first.zone} | {first.rank} | {first.alpha:g} | {first.init} | {trains} | "
+                f"| {side} | {layer} | {first.zone} | {first.rank} | {alpha} | {first.init} | {first.trains} | "
                 f"{len(group)} | {params:,} |"
             )
     lines.append(f"\ntotal trainable parameters: {sum(r.trainable_parameters for r in rows):,}")

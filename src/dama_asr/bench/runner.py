@@ -1,7 +1,9 @@
 """Run a study cell by cell; finished cells are never redone, so a study spans several sittings.
 
-Committed: <study dir>/config.yaml and <study dir>/cells/*.json (one result per cell, plus
-zero-shot and English baselines). Not committed: the training runs, under $DAMA_HOME/bench/<name>/.
+Committed: <study dir>/config.yaml, <study dir>/cells/*.json (one result per cell, plus zero-shot
+and English baselines) and beside each its cells/<id>.utterances.jsonl: the per-utterance hypotheses
+(`dama_asr.report.utterances`), 30-60 KB per 100 test utterances. Not committed: the training runs,
+under $DAMA_HOME/bench/<name>/.
 Every cell shares the encoder-output cache, since all use the same backbone and audio.
 
 Several processes may run one study together (`--only` lanes, `--shard` array jobs, or the same
@@ -33,6 +35,7 @@ from dama_asr.errors import DamaError
 from dama_asr.evaluate import EvaluationError, evaluate_items
 from dama_asr.locks import AlreadyRunning, FolderLock
 from dama_asr.paths import dama_home
+from dama_asr.report.utterances import sidecar_path, write_sidecar
 from dama_asr.transcribe import DecodingOptions
 
 log = logging.getLogger(__name__)
@@ -63,20 +66,42 @@ class StudyProgress:
         return line
 
 
-def _scores(result: dict) -> dict:
-    overall = result["by_language"]["all"]
+def _rates(group: dict) -> dict:
     return {
-        "wer": overall[NORMALISER]["wer"],
-        "cer": overall[NORMALISER]["cer"],
-        "wer_raw": overall["raw"]["wer"],
-        "cer_raw": overall["raw"]["cer"],
-        "wer_script_safe": overall["script_safe"]["wer"],
-        "cer_script_safe": overall["script_safe"]["cer"],
-        "utterances": overall["utterances"],
-        "suspicious": overall["suspicious"],
+        "wer": group[NORMALISER]["wer"],
+        "cer": group[NORMALISER]["cer"],
+        "wer_raw": group["raw"]["wer"],
+        "cer_raw": group["raw"]["cer"],
+        "wer_script_safe": group["script_safe"]["wer"],
+        "cer_script_safe": group["script_safe"]["cer"],
+        "utterances": group["utterances"],
+        "suspicious": group["suspicious"],
+        # by rule (runaway, loop, ...), where the evaluation names them
+        **({"suspicious_reasons": group["suspicious_reasons"]} if "suspicious_reasons" in group else {}),
+    }
+
+
+def _scores(result: dict) -> dict:
+    """The overall scores (the headline keys), what was left out, and the same scores per language:
+    a multilingual test set's corpus-level WER is dominated by its larger or worse languages."""
+    return {
+        **_rates(result["by_language"]["all"]),
         # What the numbers leave out (unreadable audio, empty references), so a reader can tell.
         "items_total": result["items_total"],
         "skipped": result["skipped"],
+        "by_language": {lang: _rates(g) for lang, g in result["by_language"].items() if lang != "all"},
+    }
+
+
+def _zero_shot(baseline: dict) -> dict:
+    # Baselines committed before per-language scores have none; their cells then report "–" per language.
+    per_language = {
+        lang: {"wer": s["wer"], "cer": s["cer"]} for lang, s in baseline.get("by_language", {}).items()
+    }
+    return {
+        "wer": baseline["wer"],
+        "cer": baseline["cer"],
+        **({"by_language": per_language} if per_language else {}),
     }
 
 
@@ -116,13 +141,19 @@ class StudyRunner:
         return self._base
 
     def _evaluate(
-        self, backbone: Backbone, manifest: str, limit: int = 0, frozen_encoder: bool = True
+        self,
+        backbone: Backbone,
+        manifest: str,
+        limit: int = 0,
+        frozen_encoder: bool = True,
+        sidecar: Path | None = None,
     ) -> dict:
-        """Score on a test manifest; a frozen (base) encoder's outputs are cached once for every cell."""
+        """Score on a test manifest; a frozen (base) encoder's outputs are cached once for every cell.
+        With `sidecar`, the per-utterance hypotheses go there (written before the cell, which marks it done)."""
         items = read_manifest(manifest)
         items = items[:limit] if limit else items
         try:
-            return evaluate_items(
+            result = evaluate_items(
                 backbone,
                 items,
                 DecodingOptions(batch_size=16),
@@ -135,13 +166,19 @@ class StudyRunner:
                 f"{self._what}: {err} (a study's limit is `max_skipped` in its config, "
                 f"now {self.study.max_skipped!r})"
             ) from err
+        if sidecar is not None:
+            write_sidecar(sidecar, result["utterances"], {item.id: item.audio for item in items})
+        return result
 
     def baseline(self, key: str, manifest: str, limit: int) -> dict:
         """Zero-shot scores of the base model on a test manifest, computed once and committed."""
         path = self.cells_dir / f"baseline__{key}.json"
         if path.is_file():
+            # Even one committed before sidecars, without its hypotheses: the report says they are
+            # missing, and deleting the file records them.
             return json.loads(path.read_text())
-        scores = {"manifest": manifest, **_scores(self._evaluate(self.base(), manifest, limit))}
+        result = self._evaluate(self.base(), manifest, limit, sidecar=sidecar_path(path))
+        scores = {"manifest": manifest, **_scores(result)}
         atomic_write_text(path, json.dumps(scores, indent=2, allow_nan=False))
         return scores
 
@@ -262,13 +299,19 @@ class StudyRunner:
         # Scored at the precision the cell trained in (what a user of that run would decode with).
         adapted = adapted_backbone(load_backbone(self.study.model, precision=summary["precision"]), chosen)
         frozen = not config.adapter.adapts_encoder
+        limit = self.study.max_test_utterances
+        test = _scores(self._evaluate(adapted, corpus.test, limit, frozen, sidecar=sidecar_path(path)))
+        languages = sorted(test["by_language"])
         result = {
             "cell": {
                 "corpus": cell.corpus,
                 "method": cell.method,
                 "hours": cell.hours,
                 "seed": cell.seed,
-                "language": self._language(corpus.test),
+                # One language as before; a multilingual test set's are joined, "cy+en", so its
+                # tables are headed by all of them (its per-language scores are under test.by_language).
+                "language": "+".join(languages),
+                "languages": languages,
                 "precision": summary["precision"],
             },
             "train_hours": total_hours(read_manifest(config.train)),
@@ -286,8 +329,8 @@ class StudyRunner:
                 "status": summary["status"],
             },
             "evaluated_checkpoint": chosen.name,
-            "test": _scores(self._evaluate(adapted, corpus.test, self.study.max_test_utterances, frozen)),
-            "zero_shot": {"wer": zero_shot["wer"], "cer": zero_shot["cer"]},
+            "test": test,
+            "zero_shot": _zero_shot(zero_shot),
             "wall_seconds": time.perf_counter() - started,
             # Times depend on these: a study may run as two 1-thread lanes side by side.
             "machine": {
@@ -307,10 +350,6 @@ class StudyRunner:
             }
         atomic_write_text(path, json.dumps(result, indent=2, allow_nan=False))
         return result
-
-    @staticmethod
-    def _language(manifest: str) -> str:
-        return next(iter(read_manifest(manifest))).language
 
     def run(self, only: list[str] | None = None, shard: tuple[int, int] | None = None) -> StudyProgress:
         """Run the selected cells (see `StudyConfig.select`) that are neither finished nor held elsewhere."""

@@ -1,7 +1,10 @@
-"""Audio in: decode, downmix to mono, resample to Whisper's 16 kHz, reject what Whisper cannot take."""
+"""Audio in: decode, downmix to mono, resample to Whisper's 16 kHz, reject what Whisper cannot take.
+Audio out: atomic 16-bit wav for the corpus builders."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +55,16 @@ def audio_duration(path: str | Path) -> float:
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"{path}: cannot read audio header ({err})") from err
     return info.frames / info.samplerate
+
+
+def write_wav_atomic(path: Path, samples: np.ndarray, rate: int) -> None:
+    """16-bit wav, written to a scratch file and renamed: a crash never leaves a truncated clip."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, samples, rate, subtype="PCM_16")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -17,15 +17,15 @@ def _range(text: str) -> tuple[int, int]:
 
 def cmd_synth(args: argparse.Namespace) -> None:
     from dama_asr.cli import UserError
-    from dama_asr.data.sentences.filters import SCRIPTS
+    from dama_asr.data.sentences.filters import SYNTH_LANGUAGES
     from dama_asr.data.synth import SynthConfig, build_synth_corpus, default_synth_dir, hours_table
     from dama_asr.languages import normalise_language
 
     languages = tuple(normalise_language(code) for code in args.languages.split(",") if code.strip())
-    unsupported = [code for code in languages if code not in SCRIPTS]
+    unsupported = [code for code in languages if code not in SYNTH_LANGUAGES]
     if unsupported:
         raise UserError(
-            f"no sentence source/script check for {', '.join(unsupported)}; supported: {', '.join(sorted(SCRIPTS))}"
+            f"no sentence source/script check for {', '.join(unsupported)}; supported: {', '.join(sorted(SYNTH_LANGUAGES))}"
         )
     try:
         config = SynthConfig(languages=languages, hours=args.hours, dev_minutes=args.dev_minutes,

@@ -26,12 +26,16 @@ def cmd_check(args: argparse.Namespace) -> None:
     found = model_languages_offline(args.model)
     if found.codes is None:
         print(f"note: {found.source}; languages are checked against all of Whisper's codes")
+    if args.drop_implausible and not args.out:
+        raise ManifestError("--drop-implausible writes the rest to a new manifest: add --out FILE")
     options = replace(_options(args), languages=found.codes, model=args.model)
     report = validate_manifest(args.manifest, options)
     print(report.summary())
     print(hours_table(report.good))
     if args.out:
-        print(f"wrote {write_manifest(args.out, report.good)} ({len(report.good)} good utterances)")
+        kept = report.kept(drop_warned=args.drop_implausible)
+        dropped = f", {len(report.good) - len(kept)} implausible dropped" if args.drop_implausible else ""
+        print(f"wrote {write_manifest(args.out, kept)} ({len(kept)} good utterances{dropped})")
     if not report.ok:
         raise ManifestError(f"{args.manifest}: {report.errors} item(s) failed validation")
 
@@ -92,7 +96,7 @@ def cmd_split(args: argparse.Namespace) -> None:
     from dama_asr.data.subset import overlaps, split_items
 
     items = read_manifest(args.manifest)
-    unit = "hours" if args.hours else "fraction"
+    unit = "hours" if args.hours else "count" if args.by_count else "fraction"
     result = split_items(items, by=args.by, dev=args.dev, test=args.test, seed=args.seed, unit=unit)
     out_dir = Path(args.out_dir)
     for name, chosen in result.splits.items():
@@ -124,6 +128,12 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     p = data_sub.add_parser("check", help="validate a manifest; exit code 2 when any item fails")
     p.add_argument("manifest")
     p.add_argument("--out", help="also write the good items (durations filled) to this manifest")
+    p.add_argument(
+        "--drop-implausible",
+        action="store_true",
+        help="leave out of --out the items warned about as implausible_rate (transcript and audio "
+        "lengths do not match)",
+    )
     p.add_argument(
         "--model",
         default="whisper-base",
@@ -186,12 +196,43 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_subset)
 
-    p = data_sub.add_parser("split", help="speaker- and/or sentence-disjoint train/dev/test manifests")
-    p.add_argument("manifest")
-    p.add_argument("--by", choices=["speaker", "sentence", "both"], default="speaker")
-    p.add_argument("--dev", type=float, default=0.1, help="fraction of the audio (or hours with --hours)")
-    p.add_argument("--test", type=float, default=0.1)
-    p.add_argument("--hours", action="store_true", help="--dev and --test are hours, not fractions")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", required=True)
+    p = data_sub.add_parser(
+        "split",
+        help="speaker- and/or sentence-disjoint train/dev/test manifests",
+        description="Whole speakers and/or sentences go to test, then dev; the rest is train. "
+        "--dev and --test are fractions of the total hours of audio unless --by-count or --hours.",
+    )
+    p.add_argument("manifest", help="the manifest to split (every item needs a duration, unless --by-count)")
+    p.add_argument(
+        "--by",
+        choices=["speaker", "sentence", "both"],
+        default="speaker",
+        help="what no two splits may share (default: %(default)s)",
+    )
+    p.add_argument(
+        "--dev",
+        type=float,
+        default=0.1,
+        help="dev share: a fraction of the hours of audio (default: %(default)s)",
+    )
+    p.add_argument(
+        "--test",
+        type=float,
+        default=0.1,
+        help="test share: a fraction of the hours of audio (default: %(default)s)",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--by-count",
+        action="store_true",
+        help="--dev/--test are fractions of the number of utterances, not of the hours",
+    )
+    group.add_argument("--hours", action="store_true", help="--dev/--test are hours, not fractions")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="which seeded order of the groups to fill the splits in (default: %(default)s)",
+    )
+    p.add_argument("--out-dir", required=True, help="folder for train.jsonl, dev.jsonl and test.jsonl")
     p.set_defaults(func=cmd_split)

@@ -113,17 +113,32 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     return items
 
 
+def stored_audio_path(audio: str, folder: Path, relative: bool = True) -> str:
+    """How a manifest in `folder` names `audio` (a path as this process opens it: absolute, or relative
+    to the current folder).
+
+    Relative to `folder` when the file is under it (so the corpus folder can move as a whole), else
+    absolute. Never relative to the current folder: the reader resolves relative paths against the
+    manifest's folder, so such a path would be lost as soon as the manifest is read from elsewhere.
+    """
+    path = Path(audio)
+    if relative:
+        try:
+            return str(path.resolve().relative_to(folder.resolve()))
+        except ValueError:
+            pass
+    return str(path) if path.is_absolute() else str(path.resolve())
+
+
 def write_manifest(path: str | Path, items: Iterable[Utterance], relative: bool = True) -> Path:
-    """Write atomically; audio paths under the manifest's folder are stored relative to it."""
+    """Write atomically; audio under the manifest's folder is stored relative to it, the rest absolute
+    (`relative=False`: every path absolute)."""
     path = Path(path)
     lines = []
     for item in items:
-        if relative:
-            try:
-                rel = Path(item.audio).resolve().relative_to(path.parent.resolve())
-                item = Utterance(**{**asdict(item), "audio": str(rel)})
-            except ValueError:
-                pass
+        stored = stored_audio_path(item.audio, path.parent, relative)
+        if stored != item.audio:
+            item = Utterance(**{**asdict(item), "audio": stored})
         lines.append(item.to_json())
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     return path

@@ -1,8 +1,16 @@
 """Which writing system a text is in, and which ones each Whisper language is written in.
 
-Used to reject transcripts tagged with the wrong language (Latin text tagged `ka`, Cyrillic tagged
-`lt`): Whisper learns the language token from them, so one mislabelled corpus teaches it to
-transliterate. Only letters count; digits, punctuation, marks and spaces belong to no script.
+One table (`EXPECTED_SCRIPTS`), two rules over it:
+
+- `script_mismatch` (validation, lenient): most letters of a transcript must be in one of the
+  language's scripts. It rejects transcripts tagged with the wrong language (Latin text tagged `ka`,
+  Cyrillic tagged `lt`): Whisper learns the language token from them, so one mislabelled corpus
+  teaches it to transliterate. A quoted brand name in another script passes.
+- `written_in_primary_script` (sentences for synthesis, strict): every letter and combining mark is
+  in the language's first writing system, as plain characters, because espeak-ng reads them aloud
+  and Whisper is scored on them.
+
+In the lenient rule only letters count; digits, punctuation, marks and spaces belong to no script.
 """
 
 from __future__ import annotations
@@ -48,64 +56,76 @@ _NAME_PREFIX_TO_SCRIPT = {
 # Name prefixes that are presentation forms of another script ("FULLWIDTH LATIN ...").
 _SKIPPED_NAME_WORDS = {"HALFWIDTH", "FULLWIDTH", "SMALL", "CIRCLED", "PARENTHESIZED", "SQUARED"}
 
-_LATIN = frozenset({"Latin"})
-# Every Whisper language (tokenization_whisper.LANGUAGES) written in something other than Latin only.
-# Several languages are written in two scripts in practice (Serbian, Kazakh, Uzbek, Punjabi, Sindhi):
-# both are accepted. A language missing from this table is expected in Latin.
-EXPECTED_SCRIPTS: dict[str, frozenset[str]] = {
-    "zh": frozenset({"Han"}),
-    "yue": frozenset({"Han"}),
-    "ja": frozenset({"Han", "Kana"}),
-    "ko": frozenset({"Hangul", "Han"}),
-    "ru": frozenset({"Cyrillic"}),
-    "uk": frozenset({"Cyrillic"}),
-    "be": frozenset({"Cyrillic"}),
-    "bg": frozenset({"Cyrillic"}),
-    "mk": frozenset({"Cyrillic"}),
-    "sr": frozenset({"Cyrillic", "Latin"}),
-    "bs": frozenset({"Latin", "Cyrillic"}),
-    "kk": frozenset({"Cyrillic", "Latin"}),
-    "uz": frozenset({"Latin", "Cyrillic"}),
-    "az": frozenset({"Latin", "Cyrillic", "Arabic"}),
-    "tk": frozenset({"Latin", "Cyrillic"}),
-    "mn": frozenset({"Cyrillic", "Mongolian"}),
-    "tg": frozenset({"Cyrillic"}),
-    "tt": frozenset({"Cyrillic"}),
-    "ba": frozenset({"Cyrillic"}),
-    "el": frozenset({"Greek"}),
-    "hy": frozenset({"Armenian"}),
-    "ka": frozenset({"Georgian"}),
-    "he": frozenset({"Hebrew"}),
-    "yi": frozenset({"Hebrew"}),
-    "ar": frozenset({"Arabic"}),
-    "fa": frozenset({"Arabic"}),
-    "ur": frozenset({"Arabic"}),
-    "ps": frozenset({"Arabic"}),
-    "sd": frozenset({"Arabic", "Devanagari"}),
-    "hi": frozenset({"Devanagari"}),
-    "mr": frozenset({"Devanagari"}),
-    "ne": frozenset({"Devanagari"}),
-    "sa": frozenset({"Devanagari"}),
-    "bn": frozenset({"Bengali"}),
-    "as": frozenset({"Bengali"}),  # Assamese is written in the Bengali-Assamese script
-    "pa": frozenset({"Gurmukhi", "Arabic"}),  # Gurmukhi (India) or Shahmukhi (Pakistan)
-    "gu": frozenset({"Gujarati"}),
-    "ta": frozenset({"Tamil"}),
-    "te": frozenset({"Telugu"}),
-    "kn": frozenset({"Kannada"}),
-    "ml": frozenset({"Malayalam"}),
-    "si": frozenset({"Sinhala"}),
-    "th": frozenset({"Thai"}),
-    "lo": frozenset({"Lao"}),
-    "bo": frozenset({"Tibetan"}),
-    "my": frozenset({"Myanmar"}),
-    "km": frozenset({"Khmer"}),
-    "am": frozenset({"Ethiopic"}),
+# Every Whisper language (tokenization_whisper.LANGUAGES) written in something other than Latin only,
+# as its writing systems, the usual one first. Several languages are written in two in practice
+# (Serbian, Kazakh, Uzbek, Punjabi, Sindhi): both are accepted by validation, synthetic sentences use the
+# first. A writing system that mixes scripts within one sentence joins them with "+" (Japanese writes
+# Han and Kana together). A language missing from this table is written in Latin.
+EXPECTED_SCRIPTS: dict[str, tuple[str, ...]] = {
+    "zh": ("Han",),
+    "yue": ("Han",),
+    "ja": ("Han+Kana",),
+    "ko": ("Hangul+Han",),
+    "ru": ("Cyrillic",),
+    "uk": ("Cyrillic",),
+    "be": ("Cyrillic",),
+    "bg": ("Cyrillic",),
+    "mk": ("Cyrillic",),
+    "sr": ("Cyrillic", "Latin"),
+    "bs": ("Latin", "Cyrillic"),
+    "kk": ("Cyrillic", "Latin"),
+    "uz": ("Latin", "Cyrillic"),
+    "az": ("Latin", "Cyrillic", "Arabic"),
+    "tk": ("Latin", "Cyrillic"),
+    "mn": ("Cyrillic", "Mongolian"),
+    "tg": ("Cyrillic",),
+    "tt": ("Cyrillic",),
+    "ba": ("Cyrillic",),
+    "el": ("Greek",),
+    "hy": ("Armenian",),
+    "ka": ("Georgian",),
+    "he": ("Hebrew",),
+    "yi": ("Hebrew",),
+    "ar": ("Arabic",),
+    "fa": ("Arabic",),
+    "ur": ("Arabic",),
+    "ps": ("Arabic",),
+    "sd": ("Arabic", "Devanagari"),
+    "hi": ("Devanagari",),
+    "mr": ("Devanagari",),
+    "ne": ("Devanagari",),
+    "sa": ("Devanagari",),
+    "bn": ("Bengali",),
+    "as": ("Bengali",),  # Assamese is written in the Bengali-Assamese script
+    "pa": ("Gurmukhi", "Arabic"),  # Gurmukhi (India) or Shahmukhi (Pakistan)
+    "gu": ("Gujarati",),
+    "ta": ("Tamil",),
+    "te": ("Telugu",),
+    "kn": ("Kannada",),
+    "ml": ("Malayalam",),
+    "si": ("Sinhala",),
+    "th": ("Thai",),
+    "lo": ("Lao",),
+    "bo": ("Tibetan",),
+    "my": ("Myanmar",),
+    "km": ("Khmer",),
+    "am": ("Ethiopic",),
 }
+_LATIN = ("Latin",)
+
+
+def _writing_systems(language: str) -> list[frozenset[str]]:
+    return [frozenset(system.split("+")) for system in EXPECTED_SCRIPTS.get(language, _LATIN)]
 
 
 def expected_scripts(language: str) -> frozenset[str]:
-    return EXPECTED_SCRIPTS.get(language, _LATIN)
+    """Every script `language` is written in."""
+    return frozenset().union(*_writing_systems(language))
+
+
+def primary_scripts(language: str) -> frozenset[str]:
+    """The script(s) of the language's usual writing system."""
+    return _writing_systems(language)[0]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -150,3 +170,23 @@ def script_mismatch(text: str, language: str, min_share: float = 0.5) -> str | N
         return None
     found = ", ".join(f"{script} {n}" for script, n in counts.most_common(3))
     return f"letters are {found}, but {language!r} is written in {' or '.join(sorted(expected))}"
+
+
+def written_in_primary_script(text: str, language: str) -> bool:
+    """True when every letter and combining mark of `text` is in the language's usual writing system.
+
+    Strict where `char_script` is lenient: presentation forms (fullwidth, mathematical), modifier
+    letters and marks of other scripts fail, since a synthesiser may read them differently or not at
+    all. Combining marks named COMBINING (decomposed accents) count as Latin.
+    """
+    scripts = primary_scripts(language)
+    for char in text:
+        category = unicodedata.category(char)
+        if category[0] != "L" and category not in ("Mn", "Mc"):
+            continue
+        first_word = unicodedata.name(char, "").split(" ", 1)[0]
+        if category in ("Mn", "Mc") and first_word == "COMBINING" and "Latin" in scripts:
+            continue
+        if _NAME_PREFIX_TO_SCRIPT.get(first_word) not in scripts:
+            return False
+    return True

@@ -1,4 +1,4 @@
-"""Hour budgets and disjoint train/dev/test splits, deterministic by seed.
+"""Hour budgets and disjoint train/dev/test splits, deterministic by seed: the one implementation of each.
 
 Budgets are nested for every pair of budgets with the same seed (the 0.5 h subset is inside the 1 h
 subset): each seed defines one ordering of the corpus, a *chain*, and a budget takes the longest
@@ -11,6 +11,7 @@ on the manifest order, so a re-ordered manifest gives the same subset.
 from __future__ import annotations
 
 import hashlib
+import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from dama_asr.scoring import script_safe
 
 LADDER_HOURS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 SplitBy = Literal["speaker", "sentence", "both"]
+Unit = Literal["fraction", "hours", "count"]
 
 
 def _rank(seed: int, key: str) -> bytes:
@@ -92,12 +94,19 @@ def hour_subset(
 
 
 def sentence_key(text: str) -> str:
-    """Two transcripts that differ only in case, punctuation or spacing are the same sentence."""
+    """Two transcripts that differ only in case, punctuation or spacing are the same sentence.
+
+    The scorer's script-safe normalisation, so marks that carry meaning (Devanagari vowel signs,
+    decomposed accents) keep two sentences apart, as they do in a WER.
+    """
     return script_safe(text)
 
 
 def _group_ids(items: Sequence[Utterance], by: SplitBy) -> list[str]:
-    """A group label per item: items sharing a speaker and/or a sentence share a label (union-find)."""
+    """A group label per item: items sharing a speaker and/or a sentence share a label (union-find).
+
+    A group is named by its smallest node ("sentence:<key>", "speaker:<id>"), whatever the union order.
+    """
     parent: dict[str, str] = {}
 
     def find(node: str) -> str:
@@ -115,14 +124,10 @@ def _group_ids(items: Sequence[Utterance], by: SplitBy) -> list[str]:
         if by in ("sentence", "both"):
             nodes.append(f"sentence:{sentence_key(item.text)}")
         for other in nodes[1:]:
-            parent[find(other)] = find(nodes[0])
+            a, b = find(other), find(nodes[0])
+            parent[max(a, b)] = min(a, b)  # the smaller node stays the root: the group's name
         item_nodes.append(nodes[0])
-    roots = [find(node) for node in item_nodes]
-    # Name each group by its smallest member id: stable whatever the union order was.
-    name: dict[str, str] = {}
-    for item, root in zip(items, roots, strict=True):
-        name[root] = min(name.get(root, item.id), item.id)
-    return [name[root] for root in roots]
+    return [find(node) for node in item_nodes]
 
 
 @dataclass(frozen=True)
@@ -132,58 +137,78 @@ class SplitResult:
     unknown_speakers: int  # items without a speaker id (speaker disjointness cannot cover them)
 
 
+def _targets(items: Sequence[Utterance], dev: float, test: float, unit: Unit) -> dict[str, int]:
+    """The test and dev targets in the split's weight: milliseconds, or items for unit="count"."""
+    if unit not in ("fraction", "hours", "count"):
+        raise ManifestError(
+            f"dev/test are a 'fraction' of the hours, 'hours' or a 'count' fraction, not {unit!r}"
+        )
+    if dev < 0 or test < 0 or (unit != "hours" and dev + test >= 1):
+        raise ManifestError(
+            f"dev ({dev}) and test ({test}) must be >= 0 and, as fractions, sum to less than 1"
+        )
+    if unit == "count":
+        return {"test": round(test * len(items)), "dev": round(dev * len(items))}
+    _require_durations(items)
+    total = sum(_ms(u) for u in items)
+    scale = {"fraction": total, "hours": 3_600_000}[unit]
+    return {"test": round(test * scale), "dev": round(dev * scale)}
+
+
+def _takes(filled: int, size: int, target: int, overshoot: bool) -> bool:
+    return filled < target if overshoot else filled + size <= target
+
+
 def split_items(
     items: Sequence[Utterance],
     by: SplitBy = "speaker",
     dev: float = 0.1,
     test: float = 0.1,
     seed: int = 0,
-    unit: Literal["fraction", "hours"] = "fraction",
+    unit: Unit = "fraction",
+    overshoot: bool = False,
 ) -> SplitResult:
     """Assign whole groups (speakers, sentences, or both joined) to test, then dev; the rest train.
 
-    dev/test are fractions of the total duration, or hours with unit="hours". Groups are visited in
-    seeded order and taken while they fit, so a group larger than the dev/test target goes to train.
+    dev/test are fractions of the total duration (unit="fraction"), hours ("hours"), or fractions of
+    the number of items ("count"). Groups are visited in a seeded order, independent of the manifest
+    order. By default a group goes to a held-out split only if it fits, so no split exceeds its target
+    and a group larger than the target goes to train; with `overshoot` a split takes groups until it
+    reaches its target, so held-out splits are never short and pass it by at most one group.
     """
     if by not in ("speaker", "sentence", "both"):
         raise ManifestError(f"split by 'speaker', 'sentence' or 'both', not {by!r}")
-    if dev < 0 or test < 0 or (unit == "fraction" and dev + test >= 1):
-        raise ManifestError(
-            f"dev ({dev}) and test ({test}) must be >= 0 and, as fractions, sum to less than 1"
-        )
-    _require_durations(items)
+    targets = _targets(items, dev, test, unit)
     if by == "speaker" and not any(u.speaker for u in items):
         raise ManifestError("no utterance has a speaker id; split --by sentence instead")
-    total = sum(_ms(u) for u in items)
-    targets = {
-        name: round(value * total) if unit == "fraction" else round(value * 3_600_000)
-        for name, value in (("test", test), ("dev", dev))
-    }
     labels = _group_ids(items, by)
-    group_ms: Counter[str] = Counter()
+    weights: Counter[str] = Counter()
     for item, label in zip(items, labels, strict=True):
-        group_ms[label] += _ms(item)
+        weights[label] += 1 if unit == "count" else _ms(item)
+    order = sorted(weights)
+    random.Random(f"split-{seed}").shuffle(order)  # seeded str: the same order on every Python
     filled = {"test": 0, "dev": 0}
     assignment: dict[str, str] = {}
-    for label in sorted(group_ms, key=lambda g: _rank(seed, g)):
-        size = group_ms[label]
-        split = next((s for s in ("test", "dev") if filled[s] + size <= targets[s]), "train")
+    for label in order:
+        size = weights[label]
+        split = next((s for s in ("test", "dev") if _takes(filled[s], size, targets[s], overshoot)), "train")
         if split != "train":
             filled[split] += size
         assignment[label] = split
     for name in ("test", "dev"):
         if targets[name] > 0 and filled[name] == 0:
-            smallest = min(group_ms.values()) / 3_600_000
+            what = "utterances" if unit == "count" else "h"
+            scale = 1 if unit == "count" else 3_600_000
             raise ManifestError(
-                f"no {by} group fits the {name} target of {targets[name] / 3_600_000:.3f} h "
-                f"(smallest group: {smallest:.3f} h); ask for a larger {name} share"
+                f"no {by} group fits the {name} target of {targets[name] / scale:.3f} {what} "
+                f"(smallest group: {min(weights.values()) / scale:.3f} {what}); ask for a larger {name} share"
             )
     splits: dict[str, list[Utterance]] = {"train": [], "dev": [], "test": []}
     for item, label in zip(items, labels, strict=True):
         split = assignment[label]
         splits[split].append(replace(item, split=split))
     unknown = sum(1 for u in items if not u.speaker) if by in ("speaker", "both") else 0
-    return SplitResult(splits, len(group_ms), unknown)
+    return SplitResult(splits, len(weights), unknown)
 
 
 def overlaps(splits: dict[str, list[Utterance]]) -> dict[str, set[str]]:

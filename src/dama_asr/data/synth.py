@@ -26,8 +26,7 @@ import soxr
 from tqdm import tqdm
 
 from dama_asr.atomic import atomic_write_text
-from dama_asr.data.audio import SAMPLE_RATE
-from dama_asr.data.corpus_splits import write_wav_atomic
+from dama_asr.data.audio import SAMPLE_RATE, write_wav_atomic
 from dama_asr.data.espeak import EspeakError, espeak_binary
 from dama_asr.data.manifest import SPLITS, Utterance, write_manifest
 from dama_asr.data.sentences import CACHE_VERSION, Sentence, load_sentences

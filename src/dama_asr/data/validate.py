@@ -5,6 +5,10 @@ Every item gets at most one *error* (the first found; the item is rejected) and 
 first so a missing file is never decoded. Nothing raises on a bad item: a corpus of 100k clips must
 not stop at clip 73,012; the report counts each problem class and keeps the first examples.
 
+After every item is checked on its own, the items kept are checked against each other: a transcript
+whose characters per second are far from its language's typical rate is a *warning* (`rates.py`):
+kept, reported, and dropped only on request (`dama data check --drop-implausible`).
+
 Multi-channel audio is a note, not an error: `load_audio` averages channels, which is what Whisper
 would hear from a mono mix. Pass `reject_multichannel=True` where that is not acceptable. Audio at
 another sample rate is a note too (resampled to 16 kHz on load).
@@ -13,7 +17,6 @@ another sample rate is a note too (resampled to 16 kHz on load).
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -23,12 +26,14 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
+from dama_asr.accounting import SkippedItems
 from dama_asr.data.audio import MAX_SECONDS, SAMPLE_RATE, AudioError
 from dama_asr.data.manifest import ManifestError, Utterance, iter_manifest
+from dama_asr.data.rates import RateOptions, implausible_rates
 from dama_asr.data.scripts import script_mismatch
 from dama_asr.languages import UnknownLanguageError, normalise_language, unsupported_language_message
 
-ERROR, NOTE = "error", "note"
+ERROR, WARNING, NOTE = "error", "warning", "note"
 # kind -> (severity, what it means); the order is the order of the summary.
 KINDS: dict[str, tuple[str, str]] = {
     "malformed_line": (ERROR, "manifest line is not a valid utterance"),
@@ -43,6 +48,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "silent_audio": (ERROR, "audio is silent"),
     "too_long": (ERROR, f"longer than Whisper's {MAX_SECONDS:.0f} s window"),
     "multichannel_rejected": (ERROR, "more than one channel"),
+    "implausible_rate": (WARNING, "characters per second far from the language's: transcript may not match"),
     "multichannel": (NOTE, "more than one channel: downmixed to mono on load"),
     "resampled": (NOTE, f"not at {SAMPLE_RATE} Hz: resampled on load"),
     "duration_filled": (NOTE, "duration was missing: measured from the audio"),
@@ -62,6 +68,7 @@ class ValidationOptions:
     # The codes the model to be trained has tokens for (None: any Whisper code) and its name, for messages.
     languages: frozenset[str] | None = None
     model: str = ""
+    rates: RateOptions | None = RateOptions()  # None: no speaking-rate check
 
 
 DEFAULT_OPTIONS = ValidationOptions()
@@ -80,39 +87,63 @@ class Problem:
 
 @dataclass
 class ValidationReport:
-    """Counts per problem kind with the first examples, and the items kept and rejected."""
+    """Counts per problem kind with the first examples, and the items kept, warned about and rejected."""
 
     good: list[Utterance] = field(default_factory=list)
     bad: list[tuple[Utterance | None, Problem]] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
+    warned: list[tuple[Utterance, Problem]] = field(default_factory=list)  # also in `good`
+    problems: SkippedItems = field(default_factory=lambda: SkippedItems(keep_examples=3))
     total: int = 0
-    keep_examples: int = 3
+
+    @property
+    def counts(self):
+        return self.problems.counts
+
+    @property
+    def examples(self) -> dict[str, list[str]]:
+        return self.problems.examples
 
     def record(self, problem: Problem) -> None:
-        self.counts[problem.kind] += 1
-        shown = self.examples.setdefault(problem.kind, [])
-        if len(shown) < self.keep_examples:
-            shown.append(f"{problem.item_id}: {problem.message}")
+        self.problems.add(problem.kind, f"{problem.item_id}: {problem.message}")
 
     def reject(self, item: Utterance | None, problem: Problem) -> None:
         self.record(problem)
         self.bad.append((item, problem))
 
+    def warn(self, item: Utterance, problem: Problem) -> None:
+        self.record(problem)
+        self.warned.append((item, problem))
+
+    def _severity_total(self, severity: str) -> int:
+        return sum(n for kind, n in self.counts.items() if KINDS[kind][0] == severity)
+
     @property
     def errors(self) -> int:
-        return sum(n for kind, n in self.counts.items() if KINDS[kind][0] == ERROR)
+        return self._severity_total(ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return self._severity_total(WARNING)
 
     @property
     def ok(self) -> bool:
         return self.errors == 0
 
+    def kept(self, drop_warned: bool = False) -> list[Utterance]:
+        """The good items, without those warned about when `drop_warned`."""
+        if not drop_warned:
+            return list(self.good)
+        dropped = {item.id for item, _ in self.warned}
+        return [u for u in self.good if u.id not in dropped]
+
     def summary(self) -> str:
         hours = sum(u.duration for u in self.good) / 3600
         lines = [
             f"checked {self.total} item(s): {len(self.good)} good ({hours:.2f} h), {len(self.bad)} rejected"
+            + (f", {len(self.warned)} of the good with a warning" if self.warned else "")
         ]
-        for severity, title in ((ERROR, "rejected"), (NOTE, "kept, with a note")):
+        sections = ((ERROR, "rejected"), (WARNING, "kept, with a warning"), (NOTE, "kept, with a note"))
+        for severity, title in sections:
             kinds = [k for k in KINDS if KINDS[k][0] == severity and self.counts[k]]
             if kinds:
                 lines.append(f"{title}:")
@@ -126,6 +157,7 @@ class ValidationReport:
             "total": self.total,
             "good": len(self.good),
             "rejected": len(self.bad),
+            "warned": len(self.warned),
             "counts": dict(self.counts),
             "examples": self.examples,
         }
@@ -288,12 +320,19 @@ def validate_items(
         else:
             pending.append(item)
 
-    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+    # The bar counts every item, as the summary does: those settled by the cheap checks (and lines the
+    # caller already rejected) are done before the first file opens.
+    bar = tqdm(
+        total=report.total,
+        initial=report.total - len(pending),
+        desc="checking",
+        unit="utt",
+        disable=not progress,
+    )
+    with bar, ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         results = pool.map(lambda u: _inspect_or_problem(u.audio, options), pending)
-        bar = tqdm(
-            results, total=len(pending), desc="checking audio", unit="utt", leave=False, disable=not progress
-        )
-        for item, facts in zip(pending, bar, strict=True):
+        for item, facts in zip(pending, results, strict=True):
+            bar.update()
             if isinstance(facts, AudioProblem):
                 report.reject(item, Problem(facts.kind, item.id, str(facts)))
                 continue
@@ -304,6 +343,11 @@ def validate_items(
                 report.reject(item, error)
             else:
                 report.good.append(item)
+    if options.rates is not None:
+        flagged = implausible_rates(report.good, options.rates)
+        for item in report.good:
+            if item.id in flagged:
+                report.warn(item, Problem("implausible_rate", item.id, flagged[item.id]))
     return report
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from dama_asr.atomic import atomic_write_text
 from dama_asr.report.plots import plot_probe_curves, plot_wer_vs_hours, plot_wer_vs_parameters
 from dama_asr.report.results import aggregate, load_cell_results, markdown_tables
+from dama_asr.report.utterances import UTTERANCE_STYLE, utterance_section
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -21,6 +22,14 @@ img { max-width: 100%; border: 1px solid #eee; }
 .figs { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }
 .note { color: #555; font-size: .9em; }
 """
+
+
+# What "suspicious" means wherever the page says it; the rule names are transcribe.SUSPICIOUS_REASONS.
+SUSPICIOUS_NOTE = (
+    "Suspicious: an output that breaks a runaway rule, named in each evaluation's suspicious_reasons: "
+    "runaway (hit the token cap for its duration), loop (repeats itself), too long for its audio (more "
+    "letters than its seconds of speech can hold), long-form stalled."
+)
 
 
 def _probe_curves(run_dir: Path) -> dict[str, list[float]]:
@@ -66,7 +75,9 @@ def _img(path: Path, alt: str) -> str:
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None, title: str | None = None) -> Path:
-    """Write report.html, report.md and the PNG plots; returns the HTML path."""
+    """Write report.html, report.md and the PNG plots; returns the HTML path. The HTML page also shows
+    utterances side by side with their audio, from the cells' sidecars (report.md does not: it feeds
+    docs/RESULTS.md, which holds tables only)."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,10 +107,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, title: 
     md = f"# {title}\n\n{provenance}.\n\n" + "".join(f"![{alt}]({p.name})\n\n" for p, alt in figures) + tables
     atomic_write_text(out_dir / "report.md", md)
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}{UTTERANCE_STYLE}</style></head>"
         f"<body><h1>{html.escape(title)}</h1><p class='note'>{html.escape(provenance)}.</p>"
         f"<h2>Plots</h2><div class='figs'>{''.join(_img(p, alt) for p, alt in figures)}</div>"
-        f"<h2>Tables</h2>{_md_table_to_html(tables)}</body></html>"
+        f"<h2>Tables</h2>{_md_table_to_html(tables)}<p class='note'>{html.escape(SUSPICIOUS_NOTE)}</p>{utterance_section(run_dir)}</body></html>"
     )
     atomic_write_text(out_dir / "report.html", page)
     return out_dir / "report.html"

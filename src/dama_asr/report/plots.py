@@ -10,26 +10,24 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dama_asr.adapters.registry import all_methods, method_of_label  # noqa: E402
 from dama_asr.report.results import Aggregate  # noqa: E402
 
-# Fixed colours so a method looks the same in every figure.
-METHOD_COLOURS = {
-    "dama": "#d62728",
-    "lora": "#1f77b4",
-    "lora-fa": "#17becf",
-    "pissa": "#9467bd",
-    "milora": "#8c564b",
-    "dora": "#e377c2",
-    "full": "#2ca02c",
-    "dama-no-schedule": "#ff9896",
-    "dama-no-svd": "#ffbb78",
-    "dama-no-bpp": "#c49c94",
-}
+# Fixed colours (from each method's registry entry) so a method looks the same in every figure.
+METHOD_COLOURS = {spec.name: spec.colour for spec in all_methods()}
+UNKNOWN_COLOUR = "#7f7f7f"
 
 
 def _colour(method: str) -> str:
     # "dama (bf16)" keeps dama's colour; plots tell the two apart by label and marker.
-    return METHOD_COLOURS.get(method.split(" (")[0], "#7f7f7f")
+    spec = method_of_label(method)
+    return spec.colour if spec is not None else UNKNOWN_COLOUR
+
+
+def _legend_order(label: str) -> tuple:
+    """Registry order (baselines, then DAMA and its ablations), a method's precisions after it."""
+    spec = method_of_label(label)
+    return (spec.order if spec is not None else 1000, label)
 
 
 def plot_wer_vs_parameters(aggs: list[Aggregate], path: Path) -> Path:
@@ -69,7 +67,7 @@ def plot_wer_vs_hours(aggs: list[Aggregate], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4.5), squeeze=False)
     for ax, (corpus, language) in zip(axes[0], corpora, strict=True):
         group = [a for a in aggs if (a.corpus, a.language) == (corpus, language)]
-        for method in sorted({a.method for a in group}):
+        for method in sorted({a.method for a in group}, key=_legend_order):
             points = sorted((a.hours, a.wer * 100, a.wer_std * 100) for a in group if a.method == method)
             hours, wer, std = zip(*points, strict=True)
             style = "--" if " (" in method else "-"  # a non-float32 repeat, e.g. "dama (bf16)"

@@ -1,11 +1,16 @@
 """Study results: one JSON per finished cell, aggregated over seeds for tables and plots.
 
 A cell result (written by `dama bench`) looks like:
-  {"cell": {"method", "hours", "language", "seed", "corpus", "precision"}, "trainable_parameters",
+  {"cell": {"method", "hours", "language", "languages", "seed", "corpus", "precision"}, "trainable_parameters",
    "train": {"seconds_per_epoch": [...], "samples_per_second", "peak_memory_gib", "dev_wer": [...]},
-   "test": {"wer", "cer", "wer_raw", "cer_raw", "suspicious", "utterances"},
-   "zero_shot": {"wer", "cer"}, "forgetting": {"en_wer_before", "en_wer_after"} (optional),
+   "test": {"wer", "cer", "wer_raw", "cer_raw", "suspicious", "utterances",
+            "by_language": {lang: the same scores on that language's utterances}},
+   "zero_shot": {"wer", "cer", "by_language": {lang: {"wer", "cer"}}},
+   "forgetting": {"en_wer_before", "en_wer_after"} (optional),
    "machine": {"torch_threads", "cpus", "device"} (optional; older cells lack it)}
+`language` is the test set's language, or its languages joined ("cy+en"); older cells lack `languages`
+and the `by_language` keys, and read as single-language. A corpus with several languages gets
+per-language tables besides its overall ones.
 """
 
 from __future__ import annotations
@@ -24,6 +29,20 @@ from dama_asr.errors import DamaError
 
 class ResultsError(DamaError, ValueError):
     """A cell file or a page marker that cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class LanguageScores:
+    """One language's share of a multilingual test set, mean and spread over seeds."""
+
+    language: str
+    utterances: int
+    wer: float
+    wer_std: float
+    cer: float
+    cer_std: float
+    zero_shot_wer: float
+    zero_shot_cer: float
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,7 @@ class Aggregate:
     en_wer_before: float | None
     en_wer_after: float | None
     torch_threads: str = "?"  # the CPU threads the cells trained with ("?" where not recorded)
+    by_language: tuple[LanguageScores, ...] = ()  # from the cells' test.by_language (older cells: none)
 
 
 def load_cell_results(folder: str | Path) -> list[dict]:
@@ -92,6 +112,29 @@ def method_label(cell: dict) -> str:
     return cell["method"] if precision == "no" else f"{cell['method']} ({precision})"
 
 
+def _by_language(rs: list[dict]) -> tuple[LanguageScores, ...]:
+    languages = sorted({lang for r in rs for lang in r["test"].get("by_language", {})})
+    out = []
+    for lang in languages:
+        test = [r["test"]["by_language"][lang] for r in rs if lang in r["test"].get("by_language", {})]
+        zero = [r.get("zero_shot", {}).get("by_language", {}).get(lang, {}) for r in rs]
+        wer, wer_std = _mean_std([t["wer"] for t in test])
+        cer, cer_std = _mean_std([t["cer"] for t in test])
+        out.append(
+            LanguageScores(
+                language=lang,
+                utterances=test[0]["utterances"],
+                wer=wer,
+                wer_std=wer_std,
+                cer=cer,
+                cer_std=cer_std,
+                zero_shot_wer=_mean_std([z.get("wer") for z in zero])[0],
+                zero_shot_cer=_mean_std([z.get("cer") for z in zero])[0],
+            )
+        )
+    return tuple(out)
+
+
 def aggregate(results: list[dict]) -> list[Aggregate]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
@@ -127,6 +170,7 @@ def aggregate(results: list[dict]) -> list[Aggregate]:
                 en_wer_before=_mean_std([f.get("en_wer_before") for f in forget])[0] if any(forget) else None,
                 en_wer_after=_mean_std([f.get("en_wer_after") for f in forget])[0] if any(forget) else None,
                 torch_threads=_threads(rs),
+                by_language=_by_language(rs),
             )
         )
     return out
@@ -138,8 +182,47 @@ def _pct(x: float | None, std: float | None = None) -> str:
     return f"{x:.1%}" + (f" ± {std:.1%}" if std else "")
 
 
+def _methods(group: list[Aggregate]) -> list[str]:
+    # by size, ties by name: the same table on every run (set order is not)
+    return sorted(
+        {a.method for a in group},
+        key=lambda m: (next(a.trainable_parameters for a in group if a.method == m), m),
+    )
+
+
+def _language_tables(corpus: str, language: str, group: list[Aggregate], hours: list[float]) -> list[str]:
+    """A multilingual corpus' WER and CER per language: a row per (method, language)."""
+    languages = sorted({s.language for a in group for s in a.by_language})
+    lines = []
+    for metric in ("wer", "cer"):
+        lines += [f"### {corpus} / {language} — test {metric.upper()} by language (normalised)", ""]
+        lines.append(
+            "| method | language | utts | zero-shot | " + " | ".join(f"{h:g} h" for h in hours) + " | seeds |"
+        )
+        lines.append("|---|---|---:|---:|" + "---:|" * len(hours) + "---:|")
+        for method in _methods(group):
+            cells = {a.hours: a for a in group if a.method == method}
+            seeds = "/".join(str(cells[h].seeds) for h in hours if h in cells)
+            for lang in languages:
+                scores = {h: s for h, a in cells.items() for s in a.by_language if s.language == lang}
+                if not scores:
+                    continue
+                first = scores[min(scores)]
+                row = " | ".join(
+                    _pct(getattr(scores[h], metric), getattr(scores[h], f"{metric}_std"))
+                    if h in scores
+                    else "–"
+                    for h in hours
+                )
+                zero = _pct(getattr(first, f"zero_shot_{metric}"))
+                lines.append(f"| {method} | {lang} | {first.utterances} | {zero} | {row} | {seeds} |")
+        lines.append("")
+    return lines
+
+
 def markdown_tables(aggs: list[Aggregate]) -> str:
-    """One WER table per corpus/language (methods x hours), then the efficiency table."""
+    """One WER and one CER table per corpus/language (methods x hours), per-language ones for a corpus
+    with several languages, then the efficiency table."""
     lines = []
     for corpus, language in sorted({(a.corpus, a.language) for a in aggs}):
         group = [a for a in aggs if (a.corpus, a.language) == (corpus, language)]
@@ -155,11 +238,7 @@ def markdown_tables(aggs: list[Aggregate]) -> str:
                 "| method | trainable params | " + " | ".join(f"{h:g} h" for h in hours) + " | seeds |"
             )
             lines.append("|---|---:|" + "---:|" * len(hours) + "---:|")
-            for method in sorted(
-                {a.method for a in group},
-                # by size, ties by name: the same table on every run (set order is not)
-                key=lambda m: (next(a.trainable_parameters for a in group if a.method == m), m),
-            ):
+            for method in _methods(group):
                 cells = {a.hours: a for a in group if a.method == method}
                 row = " | ".join(
                     _pct(getattr(cells[h], metric), getattr(cells[h], f"{metric}_std")) if h in cells else "–"
@@ -170,6 +249,8 @@ def markdown_tables(aggs: list[Aggregate]) -> str:
                     f"| {method} | {cells[next(iter(cells))].trainable_parameters:,} | {row} | {seeds} |"
                 )
             lines.append("")
+        if len({s.language for a in group for s in a.by_language}) > 1:
+            lines += _language_tables(corpus, language, group, hours)
     lines += ["### Efficiency (per cell, mean over seeds)", ""]
     lines.append(
         "| corpus | method | hours | epoch 1 s (incl. encoder cache) | s/epoch (steady) | samples/s "

@@ -25,6 +25,8 @@ import yaml
 from dama_asr.adapters import AdapterConfig, AdapterConfigError
 from dama_asr.errors import DamaError
 from dama_asr.precision import PRECISIONS
+from dama_asr.train.objectives import objective_names
+from dama_asr.train.samplers import SAMPLERS
 
 SCHEDULES = ("linear", "cosine", "constant")
 # Fields that may differ between a run and its `--resume` (they steer the process, not the maths).
@@ -82,15 +84,16 @@ class OptimConfig:
 class EvalConfig:
     """Dev WER after every epoch, early stopping on it, the best epoch's adapter kept in `best/`.
 
-    normaliser: which WER decides (raw, whisper, script_safe; script_safe keeps combining marks, so
-    it is safe for every script).  patience: stop after this many epochs without improvement (0 = never).
+    normaliser: which WER decides (raw, whisper, script_safe, lenient; script_safe keeps combining marks,
+    so it is safe for every script).  patience: stop after this many epochs without improvement (0 = never).
     max_utterances: score a fixed, seeded sample of the dev set (0 = all).
+    The defaults are the shipped recipes' (recipes/*.yaml): `dama train` with or without one behaves alike.
     """
 
     enabled: bool = True
     normaliser: str = "script_safe"
-    patience: int = 0
-    max_utterances: int = 200
+    patience: int = 2
+    max_utterances: int = 100
     batch_size: int = 16
     beam_size: int = 1
     at_start: bool = False
@@ -122,6 +125,11 @@ class TrainConfig:
     the default: at 18 MB per utterance it saves about a fifth of a cached bf16 step, and memory matters
     more on the machines this runs on; benchmarks/speed/ measures both).
     length_grouped: batches of similar transcript length (sorted within shuffled mega-batches).
+    sampler: how an epoch's examples are batched: 'length' (shuffled, length-grouped; every example once),
+    'language-balanced' (each batch holds its languages in equal shares, smaller languages oversampled
+    up to the largest) or 'language-homogeneous' (one language per batch, languages interleaved); the
+    exact rules are in `dama_asr.train.samplers`.
+    objective: the training loss by name (`dama_asr.train.objectives`): 'asr' = token cross-entropy.
     checkpoint_every: optimizer steps between checkpoints (0 = end of each epoch only); the last
     `keep_checkpoints` are kept.  stop_after_steps: stop (with a checkpoint) after this many optimizer
     steps; the schedule still spans all epochs, so `--resume` continues the same run.
@@ -141,6 +149,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     length_grouped: bool = True
     mega_batch_factor: int = 50
+    sampler: str = "length"
+    objective: str = "asr"
     encoder_cache: bool = True
     cross_kv_cache_gib: float = 0.0
     prompt_loss: bool = False
@@ -158,6 +168,12 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise TrainConfigError(f"precision: one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _positive(self, "mega_batch_factor", "keep_checkpoints")
+        if self.sampler not in SAMPLERS:
+            raise TrainConfigError(f"sampler: one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.objective not in objective_names():
+            raise TrainConfigError(
+                f"objective: one of {', '.join(objective_names())}, got {self.objective!r}"
+            )
         if self.checkpoint_every < 0 or self.stop_after_steps < 0:
             raise TrainConfigError("checkpoint_every and stop_after_steps: must be >= 0")
 

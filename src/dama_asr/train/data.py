@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dama_asr.accounting import SkippedItems
 from dama_asr.data.audio import AudioError, load_audio
 from dama_asr.data.manifest import Utterance
 from dama_asr.errors import DamaError
-from dama_asr.evaluate import SkippedItems
 from dama_asr.languages import (
     UnknownLanguageError,
     language_token,
@@ -46,10 +46,18 @@ class TrainDataError(DamaError, ValueError):
 
 @dataclass(frozen=True)
 class Example:
-    """One usable training utterance: the manifest item and its full token sequence (sot ... eot)."""
+    """One usable training utterance: the manifest item and its full token sequence (sot ... eot).
+
+    `language` is Whisper's code for item.language ('Welsh' -> 'cy'), worked out from it when not given.
+    """
 
     item: Utterance
     tokens: tuple[int, ...]
+    language: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.language:
+            object.__setattr__(self, "language", normalise_language(self.item.language))
 
     @property
     def length(self) -> int:
@@ -133,7 +141,7 @@ def prepare_examples(
             except AudioError as err:
                 skipped.add("unreadable audio", str(err))
                 continue
-        examples.append(Example(item=item, tokens=tuple(tokens)))
+        examples.append(Example(item=item, tokens=tuple(tokens), language=language))
     if not examples:
         raise TrainDataError(
             f"the training set is empty: {len(items)} item(s), skipped {skipped.to_dict()['counts']}"
@@ -180,8 +188,8 @@ def shard_batch(batch: list[int], rank: int, world_size: int) -> list[int]:
     return batch[start : start + per + (rank < extra)]
 
 
-def collate_tokens(examples: Sequence[Example], pad_id: int, prompt_loss: bool) -> dict[str, torch.Tensor]:
-    """decoder_input_ids (B, T) padded with `pad_id`; labels (B, T) padded with -100."""
+def collate_tokens(examples: Sequence[Example], pad_id: int, prompt_loss: bool) -> dict:
+    """decoder_input_ids (B, T) padded with `pad_id`; labels (B, T) padded with -100; languages (B codes)."""
     width = max(e.length for e in examples)
     inputs = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
@@ -191,7 +199,7 @@ def collate_tokens(examples: Sequence[Example], pad_id: int, prompt_loss: bool) 
         labels[row, : example.length] = seq[1:]
         if not prompt_loss:
             labels[row, : PROMPT_LENGTH - 1] = IGNORE_INDEX
-    return {"decoder_input_ids": inputs, "labels": labels}
+    return {"decoder_input_ids": inputs, "labels": labels, "languages": [e.language for e in examples]}
 
 
 def log_mel(feature_extractor, items: Sequence[Utterance]) -> torch.Tensor:

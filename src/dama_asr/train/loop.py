@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
-from torch import nn
 from tqdm.auto import tqdm
 
 from dama_asr.adapters import base_model_of, save_adapter, trainable_parameter_count
@@ -40,8 +39,8 @@ from dama_asr.train.config import TrainConfig, TrainConfigError, config_differen
 from dama_asr.train.cross_kv import CrossKV
 from dama_asr.train.data import IGNORE_INDEX, collate_tokens, log_mel, shard_batch
 from dama_asr.train.encoder_cache import EncoderCache, utterance_key
-from dama_asr.train.logit_rows import logits_at
 from dama_asr.train.metrics_log import MetricsLog, peak_memory_bytes
+from dama_asr.train.objectives import TOKEN_TERM, Objective, ObjectiveSetup, StepModel, get_objective
 from dama_asr.train.setup import (
     RunData,
     build_cross_kv,
@@ -99,7 +98,9 @@ class Trainer:
         set_seed(config.seed)  # adapter initialisation (LoRA's random A) follows the run's seed
         model = prepare_model(config, self.backbone, self.accelerator.device)
         self.world = self.accelerator.num_processes
-        self.steps_per_epoch = steps_per_epoch(config, len(self.data.examples), self.world)
+        self.steps_per_epoch = steps_per_epoch(
+            config, len(self.data.examples), self.world, self.data.languages
+        )
         self.total_steps = self.steps_per_epoch * config.optim.epochs
         self.optimizer = make_optimizer(model, config.optim)
         self.scheduler = make_scheduler(self.optimizer, config.optim, self.total_steps)
@@ -127,6 +128,8 @@ class Trainer:
             self.log.truncate_after(self.state["global_step"])  # 0 when starting over
         self.cache: EncoderCache | None = None
         self.cross_kv: CrossKV | None = None
+        self.objective: Objective = get_objective(config.objective)
+        self._objective_ready = False
 
     @property
     def is_main(self) -> bool:
@@ -179,10 +182,27 @@ class Trainer:
         else:
             features = log_mel(self.backbone.processor.feature_extractor, [e.item for e in examples])
             inputs["input_features"] = features.to(device, dtype=dtype)  # (B, mels, 3000)
-        return {"inputs": inputs, "labels": batch["labels"].to(device), "cross_kv": kv}
+        return {"inputs": inputs, "labels": batch["labels"].to(device), "cross_kv": kv,
+                "languages": batch["languages"]}  # fmt: skip
+
+    def _step_model(self) -> StepModel:
+        """The model as the objective sees it; prepares the objective on the first step, when the
+        encoder cache and the stored K/V (built in `run`, or by a benchmark) exist."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if not self._objective_ready:
+            self.objective.prepare(ObjectiveSetup(
+                config=self.config, backbone=self.backbone, model=unwrapped, examples=self.data.examples,
+                device=self.accelerator.device, encoder_cache=self.cache,
+            ))  # fmt: skip
+            self._objective_ready = True
+        return StepModel(module=self.model, head=base_model_of(unwrapped).proj_out, cross_kv=self.cross_kv)
 
     def _optimizer_step(self, group: list[list[int]]) -> dict:
-        """One optimizer step over `group` (grad_accum global micro-batches); returns its metrics."""
+        """One optimizer step over `group` (grad_accum global micro-batches); returns its metrics.
+
+        The objective gives each micro-batch's summed loss; the normalisation by the global batch's
+        label-token count is done here, the same for every objective.
+        """
         local = [shard_batch(b, self.accelerator.process_index, self.world) for b in group]
         batches = [self._model_inputs(ix) for ix in local]
         n_local = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in batches)
@@ -190,28 +210,24 @@ class Trainer:
             torch.tensor(float(n_local), device=self.accelerator.device), "sum"
         )
         loss_sum = torch.zeros((), device=self.accelerator.device)
-        head = base_model_of(self.accelerator.unwrap_model(self.model)).proj_out
+        term_sums: dict[str, torch.Tensor] = {}  # only when the objective has more than one term
+        model = self._step_model()
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
-            rows = batch["labels"] != IGNORE_INDEX  # (B, T)
-            stored = (
-                self.cross_kv.inject(batch["cross_kv"])
-                if batch["cross_kv"] is not None
-                else contextlib.nullcontext()
-            )
             with sync, self.accelerator.autocast():
-                with logits_at(head, rows), stored:
-                    logits = self.model(**batch["inputs"]).logits  # (N, V): labelled positions only
-                token_loss = nn.functional.cross_entropy(
-                    logits.float(), batch["labels"][rows], reduction="sum"
-                )
+                parts = self.objective.loss(model, batch)
+                total = parts.total()
                 # DDP averages gradients over processes; scale so the result is sum / n_global.
-                self.accelerator.backward(token_loss * self.world / n_global)
-            loss_sum += token_loss.detach()
+                self.accelerator.backward(total * self.world / n_global)
+            loss_sum += total.detach()
+            if parts.extra:
+                for name, value in {TOKEN_TERM: parts.token_loss, **parts.extra}.items():
+                    term_sums[name] = term_sums.get(name, 0.0) + value.detach().float()
         loss = (self.accelerator.reduce(loss_sum, "sum") / n_global).item()
         if not math.isfinite(loss):
             self._diverged(f"loss is {loss}")
+        terms = self._loss_terms(term_sums, n_global)
         params = [p for p in self.model.parameters() if p.requires_grad]
         max_norm = self.config.optim.max_grad_norm or float("inf")
         grad_norm = float(self.accelerator.clip_grad_norm_(params, max_norm))
@@ -223,8 +239,17 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "samples": sum(len(b) for b in group),
-                "tokens": int(n_global.item())}  # fmt: skip
+        metrics = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "samples": sum(len(b) for b in group),
+                   "tokens": int(n_global.item())}  # fmt: skip
+        return {**metrics, "loss_terms": terms} if terms else metrics
+
+    def _loss_terms(self, sums: dict[str, torch.Tensor], n_global: torch.Tensor) -> dict[str, float]:
+        """Each term's global sum / n_global (they add up to the loss); {} for a one-term objective,
+        so its log lines stay as they were."""
+        if not sums:
+            return {}
+        reduced = self.accelerator.reduce(torch.stack(list(sums.values())), "sum") / n_global  # (terms,)
+        return dict(zip(sums, reduced.tolist(), strict=True))
 
     def _diverged(self, what: str) -> None:
         step, epoch = self.state["global_step"] + 1, self.state["epoch"] + 1
@@ -282,20 +307,32 @@ class Trainer:
         self.log.write(record, self.state["global_step"])
         return wer
 
+    def _card(self) -> dict:
+        """What the saved adapter's README.md says about this run (adapters.card.model_card)."""
+        languages = sorted(set(self.data.languages))
+        seconds = sum(e.item.duration or 0.0 for e in self.data.examples)
+        return {"language": ", ".join(languages), "dataset": str(self.config.train),
+                "train_hours": round(seconds / 3600, 3) if seconds else None, "dev_wer": self.state["best_wer"],
+                "epochs": self.state["epoch"]}  # fmt: skip
+
     def _end_epoch(self, epoch: int, seconds: float, cache_seconds: float, losses: list[float]) -> bool:
         """Evaluate, keep the best adapter, decide early stopping. Returns True to stop.
 
         `seconds` is the epoch's training time, `cache_seconds` what this run spent building the
-        encoder cache before it (the first epoch of a run pays for encoding).
+        encoder cache before it (the first epoch of a run pays for encoding). The history's "seconds"
+        are these two; "dev_seconds", scoring the dev set, are kept apart.
         """
+        dev_start = time.perf_counter()
         wer = self._evaluate(epoch + 1)
+        dev_seconds = time.perf_counter() - dev_start
         state = self.state
         state["epoch_seconds"].append(seconds + cache_seconds)
         mean_loss = sum(losses) / len(losses) if losses else None
         samples = len(self.data.examples) * len(losses) / self.steps_per_epoch
         state["history"].append({"epoch": epoch + 1, "train_loss": mean_loss, "dev_wer": wer,
                                  "seconds": seconds + cache_seconds, "train_seconds": seconds,
-                                 "cache_seconds": cache_seconds, "samples_per_second": samples / seconds})  # fmt: skip
+                                 "cache_seconds": cache_seconds, "dev_seconds": dev_seconds,
+                                 "samples_per_second": samples / seconds})  # fmt: skip
         stop = False
         if wer is not None:
             if state["best_wer"] is None or wer < state["best_wer"]:
@@ -303,7 +340,7 @@ class Trainer:
                 if self.is_main:
                     crash_point("best-save")
                     save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter,
-                                 self.run_dir / "best", base_model=self.config.model)  # fmt: skip
+                                 self.run_dir / "best", base_model=self.config.model, card=self._card())  # fmt: skip
             else:
                 state["bad_epochs"] += 1
                 patience = self.config.eval.patience
@@ -316,7 +353,7 @@ class Trainer:
     def _train_epoch(self, epoch: int, bar: tqdm) -> tuple[list[float], bool]:
         """Returns the step losses and whether stop_after_steps was reached."""
         accum = self.config.optim.grad_accum
-        micro = global_micro_batches(self.config, self.data.lengths, self.world, epoch)
+        micro = global_micro_batches(self.config, self.data.lengths, self.world, epoch, self.data.languages)
         losses = self.state.setdefault("epoch_losses", [])
         for step_in_epoch in range(self.state["step_in_epoch"], self.steps_per_epoch):
             start = time.perf_counter()
@@ -383,7 +420,7 @@ class Trainer:
         summary = self._summary(time.perf_counter() - start_run, stopped, early)
         if self.is_main and not stopped:
             save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter, self.run_dir / "final",
-                         base_model=self.config.model)  # fmt: skip
+                         base_model=self.config.model, card=self._card())  # fmt: skip
             crash_point("final-save")  # final/ written, summary.json not yet
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
         self.accelerator.wait_for_everyone()

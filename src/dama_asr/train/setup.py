@@ -14,15 +14,15 @@ from accelerate.state import AcceleratorState
 from torch import nn
 from transformers import get_scheduler
 
+from dama_asr.accounting import SkippedItems
 from dama_asr.adapters import apply_adapter, base_model_of
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.manifest import Utterance, read_manifest
-from dama_asr.evaluate import SkippedItems
 from dama_asr.faults import crash_point
 from dama_asr.precision import compute_dtype, hold_frozen_weights, resolve_precision
 from dama_asr.train.config import OptimConfig, TrainConfig
 from dama_asr.train.cross_kv import CrossKV, budget_bytes, can_cache
-from dama_asr.train.data import Example, epoch_batches, model_item_languages, prepare_examples
+from dama_asr.train.data import Example, model_item_languages, prepare_examples
 from dama_asr.train.encoder_cache import (
     EncoderCache,
     encoder_function,
@@ -30,6 +30,7 @@ from dama_asr.train.encoder_cache import (
     utterance_key,
     whisper_fingerprint,
 )
+from dama_asr.train.samplers import sampler_batches
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,11 @@ class RunData:
     dev: list[Utterance]
     skipped: SkippedItems
     lengths: list[int] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)  # each example's Whisper code, for the samplers
 
     def __post_init__(self) -> None:
         self.lengths = [e.length for e in self.examples]
+        self.languages = [e.language for e in self.examples]
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
@@ -111,8 +114,12 @@ def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.adam_betas)
 
 
-def steps_per_epoch(config: TrainConfig, num_examples: int, world_size: int) -> int:
-    micro = len(global_micro_batches(config, [0] * num_examples, world_size, 0))
+def steps_per_epoch(
+    config: TrainConfig, num_examples: int, world_size: int, languages: Sequence[str] | None = None
+) -> int:
+    """Optimizer steps per epoch; the same for every epoch (no sampler's batch count depends on the
+    epoch), so the schedule can be laid out before the first step."""
+    micro = len(global_micro_batches(config, [0] * num_examples, world_size, 0, languages))
     return -(-micro // config.optim.grad_accum)
 
 
@@ -124,15 +131,22 @@ def make_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, total_s
 
 
 def global_micro_batches(
-    config: TrainConfig, lengths: Sequence[int], world_size: int, epoch: int
+    config: TrainConfig,
+    lengths: Sequence[int],
+    world_size: int,
+    epoch: int,
+    languages: Sequence[str] | None = None,
 ) -> list[list[int]]:
-    """The epoch's global micro-batches (batch_size x processes examples each).
+    """The epoch's global micro-batches (batch_size x processes examples each), in `config.sampler`'s
+    order (see `samplers`); `languages` (one code per example) is needed by the language samplers.
 
-    With several processes, a last batch smaller than the number of processes is dropped: every
-    process must take part in every gradient all-reduce.
+    With several processes, a batch smaller than the number of processes is dropped: every process
+    must take part in every gradient all-reduce.
     """
-    batches = epoch_batches(
+    batches = sampler_batches(
+        config.sampler,
         lengths,
+        languages,
         config.optim.batch_size * world_size,
         seed=config.seed,
         epoch=epoch,

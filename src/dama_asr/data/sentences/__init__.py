@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dama_asr.accounting import SkippedItems
 from dama_asr.atomic import atomic_write_text, file_lock
 from dama_asr.data.sentences.filters import english_key, rejection_reason, split_sentences
 from dama_asr.data.sentences.sources import SOURCES, Source, raw_strings
@@ -38,14 +38,10 @@ class Extraction:
 
     language: str
     sentences: list[Sentence] = field(default_factory=list)
-    rejected: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
+    rejected: SkippedItems = field(default_factory=lambda: SkippedItems(keep_examples=3))
 
     def reject(self, reason: str, text: str) -> None:
-        self.rejected[reason] += 1
-        bucket = self.examples.setdefault(reason, [])
-        if len(bucket) < 3:
-            bucket.append(text)
+        self.rejected.add(reason, text)
 
 
 def sentence_cache(cache: Path | None = None) -> Path:
@@ -111,8 +107,8 @@ def load_sentences(language: str, refresh: bool = False, cache: Path | None = No
             )
             stats = {
                 "kept": len(extraction.sentences),
-                "rejected": dict(extraction.rejected),
-                "examples": extraction.examples,
+                "rejected": dict(extraction.rejected.counts),
+                "examples": extraction.rejected.examples,
             }
             atomic_write_text(
                 folder / f"{language}.stats.json",

@@ -1,0 +1,1 @@
+"""Inference over adapted backbones: per-utterance routing to named adapters (`routing`)."""

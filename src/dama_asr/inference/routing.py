@@ -1,0 +1,187 @@
+"""Per-utterance adapter routing: decode each utterance of a mixed-language batch with its language's adapter.
+
+The model is a PeftModel holding one named adapter per language (`dama_asr.adapters.sets`). Two paths
+give the same tokens; `choose_route` picks one:
+
+- MIXED: one generate call; peft's `adapter_names=[...]` sends each row through its own LoRA factors
+  (`LoraLayer._mixed_batch_forward`). Only plain unmerged LoRA supports it: peft refuses DoRA and merged
+  weights, and other tuners (VeRA, ...) would silently ignore the names.
+- GROUPED: group the rows by language, activate each adapter in turn, decode the group, put the rows
+  back in input order. Works for every adapter kind, at one generate call per language.
+
+Clips over 30 s never take the mixed path: Whisper's long-form loop drops finished clips from the batch
+between windows, so a fixed list of adapter names would no longer line up with the rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from peft import LoraConfig, PeftModel
+from peft.tuners.lora import LoraModel
+from peft.tuners.lora.layer import Conv1d, Conv2d, Conv3d, Embedding, Linear, LoraLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from dama_asr.adapters.sets import AdapterSetError, activate
+from dama_asr.backbone.loading import Backbone
+from dama_asr.languages import UnknownLanguageError, normalise_language
+from dama_asr.transcribe import DecodingOptions, Transcript, transcribe
+
+Route = Literal["mixed", "grouped"]
+MIXED: Route = "mixed"
+GROUPED: Route = "grouped"
+# The LoRA layer kinds whose forward takes `adapter_names` (lora.MultiheadAttention raises instead).
+_MIXED_LAYERS = (Linear, Embedding, Conv1d, Conv2d, Conv3d)
+# generate() keywords that hold one entry per row; the grouped path slices them with the rows.
+_PER_ROW = ("language", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
+
+
+def adapter_names_for(model: nn.Module, languages: Sequence[str]) -> list[str]:
+    """The adapter name of each utterance's language ('Welsh' -> 'cy'); an error names a missing one."""
+    held = list(model.peft_config) if isinstance(model, PeftModel) else []
+    if not held:
+        raise AdapterSetError("routing needs a model holding named adapters; load an adapter set into it")
+    names = []
+    for lang in languages:
+        if lang is None:
+            raise AdapterSetError(
+                "routing needs a language per utterance (it picks the adapter); detection is not routed"
+            )
+        code = lang
+        if code not in held:
+            try:
+                code = normalise_language(lang)
+            except UnknownLanguageError as err:
+                raise AdapterSetError(f"routing: {err}") from None
+        if code not in held:
+            raise AdapterSetError(f"no adapter for language {code!r}; the model holds {', '.join(held)}")
+        names.append(code)
+    return names
+
+
+def choose_route(model: PeftModel, names: Sequence[str], long_form: bool = False) -> Route:
+    """MIXED when peft can route these adapters within one batch, else GROUPED."""
+    if long_form or len(set(names)) < 2:
+        return GROUPED  # one language is one group: nothing to mix
+    if not isinstance(model.base_model, LoraModel):
+        return GROUPED
+    if not all(isinstance(model.peft_config[n], LoraConfig) for n in names):
+        return GROUPED
+    wanted = set(names)
+    for module in model.modules():
+        if not isinstance(module, BaseTunerLayer):
+            continue
+        if not isinstance(module, _MIXED_LAYERS) or module.merged:
+            return GROUPED
+        # DoRA and other LoRA variants change the forward itself; peft routes plain LoRA only.
+        if isinstance(module, LoraLayer) and wanted.intersection(module.lora_variant):
+            return GROUPED
+    return MIXED
+
+
+@contextlib.contextmanager
+def restoring_adapter(model: PeftModel) -> Iterator[None]:
+    """Put back the active adapter and every requires_grad flag that routing's activations change."""
+    active = model.active_adapter
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        model.set_adapter(active)
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+def _groups(names: Sequence[str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    return groups
+
+
+def _sequences(out) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out["sequences"]
+
+
+def _rows(value, idx: list[int]):
+    if isinstance(value, torch.Tensor):
+        return value[idx]
+    if isinstance(value, (list, tuple)):
+        return [value[i] for i in idx]
+    return value  # one value for every row (a single language string)
+
+
+def generate_routed(
+    model: PeftModel,
+    languages: Sequence[str],
+    *,
+    input_features: torch.Tensor,
+    route: Route | None = None,
+    **generate_kwargs,
+) -> torch.Tensor:
+    """Token ids (B, L) for log-mel features (B, mels, frames), row i decoded with languages[i]'s adapter.
+
+    Each row's Whisper language token is forced to its adapter's language unless `language=` is given.
+    `route` overrides `choose_route` (MIXED on adapters peft cannot mix raises peft's error). Rows of
+    the grouped path are right-padded with the pad token to the longest group's length.
+    """
+    names = adapter_names_for(model, languages)
+    if len(names) != input_features.shape[0]:
+        raise AdapterSetError(f"routing: {len(names)} languages for {input_features.shape[0]} feature rows")
+    kwargs = {"language": names, **generate_kwargs}
+    config = model.get_base_model().generation_config
+    # peft repeats the names per beam only when it sees num_beams; Whisper would otherwise take it
+    # from the generation config and the rows would no longer line up with the names.
+    kwargs.setdefault("num_beams", config.num_beams or 1)
+    long_form = input_features.shape[-1] > 2 * model.get_base_model().config.max_source_positions
+    route = route or choose_route(model, names, long_form)
+    if not long_form:
+        # One pass, as `transcribe` decodes short clips: the batch never shrinks, and both paths
+        # return the same rows (prompt included).
+        kwargs.setdefault("force_unique_generate_call", True)
+    if route == MIXED:
+        with torch.no_grad():
+            return _sequences(model.generate(input_features=input_features, adapter_names=names, **kwargs))
+    rows: list[torch.Tensor | None] = [None] * len(names)
+    with restoring_adapter(model), torch.no_grad():
+        for name, idx in _groups(names).items():
+            activate(model, name)
+            part = {k: _rows(v, idx) if k in _PER_ROW else v for k, v in kwargs.items()}
+            out = _sequences(model.generate(input_features=input_features[idx], **part))
+            for i, row in zip(idx, out, strict=True):
+                rows[i] = row
+    pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad)  # type: ignore[arg-type]
+
+
+def transcribe_routed(
+    backbone: Backbone,
+    audios: Sequence[np.ndarray],
+    languages: Sequence[str],
+    options: DecodingOptions = DecodingOptions(),
+) -> list[Transcript]:
+    """`transcribe` with each utterance decoded by its language's adapter; transcripts in input order.
+
+    `backbone.model` holds the adapters (`adapters.sets.adapter_set_backbone`). The utterances are
+    grouped by language and each group goes through `transcribe` with its adapter active, so they get
+    every guard transcribe has (token caps, loop flags, long-form decoding of clips over 30 s).
+    This is always the grouped path: `transcribe` has no way to pass `adapter_names` to its
+    generate calls, so the one-batch path lives in `generate_routed` until it does.
+    """
+    model = backbone.model
+    if len(languages) != len(audios):
+        raise AdapterSetError(f"routing: {len(languages)} languages for {len(audios)} clips")
+    names = adapter_names_for(model, languages)
+    results: list[Transcript | None] = [None] * len(audios)
+    with restoring_adapter(model):
+        for name, idx in _groups(names).items():
+            activate(model, name)
+            part = transcribe(backbone, [audios[i] for i in idx], options, languages=[name] * len(idx))
+            for i, transcript in zip(idx, part, strict=True):
+                results[i] = transcript
+    return results  # type: ignore[return-value]
