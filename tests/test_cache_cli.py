@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from dama_asr.cli import main
-from dama_asr.train.cache_store import list_caches, read_index
-from dama_asr.train.encoder_cache import EncoderCache
+from dama_asr.features.cache_store import list_caches, read_index
+from dama_asr.features.encoder_cache import EncoderCache
 
 DAY = 86400
 

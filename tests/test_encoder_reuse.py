@@ -7,9 +7,9 @@ import torch
 from dama_asr.data.audio import load_audio
 from dama_asr.data.manifest import read_manifest
 from dama_asr.evaluate import evaluate_items
+from dama_asr.features.encoder_cache import EncoderCache, whisper_fingerprint
+from dama_asr.inference.decoding import DecodingOptions, transcribe
 from dama_asr.testing import tiny_manifest
-from dama_asr.train.encoder_cache import EncoderCache, whisper_fingerprint
-from dama_asr.transcribe import DecodingOptions, transcribe
 
 
 class EncoderCalls:

@@ -9,9 +9,9 @@ import pytest
 from dama_asr.cli import main
 from dama_asr.data.manifest import read_manifest
 from dama_asr.evaluate import EvaluationError, evaluate_items, parse_max_skipped, write_result
+from dama_asr.inference.decoding import DecodingOptions
 from dama_asr.languages import UnknownLanguageError
 from dama_asr.testing import tiny_manifest, write_tone
-from dama_asr.transcribe import DecodingOptions
 
 
 def _append(manifest, *records, blank_line=False):

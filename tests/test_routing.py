@@ -10,9 +10,9 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from dama_asr.adapters.sets import AdapterSet, AdapterSetError, adapter_set_backbone
 from dama_asr.backbone.loading import Backbone, load_backbone
+from dama_asr.inference.decoding import DecodingOptions, transcribe
 from dama_asr.inference.routing import GROUPED, MIXED, choose_route, generate_routed, transcribe_routed
 from dama_asr.testing import tiny_whisper, tone
-from dama_asr.transcribe import DecodingOptions, transcribe
 
 LANGUAGES = ["cy", "en", "en", "cy", "en"]
 
@@ -138,3 +138,46 @@ def test_routing_names_what_is_missing(lora_set):
         transcribe_routed(routed, [tone(0.5), tone(0.5)], ["cy"])
     with pytest.raises(AdapterSetError, match="holding named adapters"):
         transcribe_routed(load_backbone("tiny-random", precision="no"), [tone(0.5)], ["cy"])
+
+
+def test_dama_eval_with_an_adapter_set_scores_each_language_with_its_own_adapter(lora_set, tmp_path) -> None:
+    """`dama eval --adapter-set` on a mixed manifest = each language scored alone with its member."""
+    import json
+
+    from dama_asr.cli import main
+    from dama_asr.data.manifest import read_manifest, write_manifest
+    from dama_asr.testing import tiny_manifest
+
+    cy = read_manifest(tiny_manifest(tmp_path / "cy", n=2, language="cy"))
+    en = read_manifest(
+        tiny_manifest(tmp_path / "en", n=2, language="en", texts=["good morning", "thank you"])
+    )
+    en = [type(u)(**{**u.__dict__, "id": f"en-{u.id}"}) for u in en]
+    mixed = write_manifest(tmp_path / "mixed.jsonl", [*cy, *en])
+    base = ["eval", "--model", "tiny-random", "--precision", "no"]
+    assert (
+        main(
+            [
+                *base,
+                "--manifest",
+                str(mixed),
+                "--adapter-set",
+                str(lora_set),
+                "--out",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
+    routed = {u["id"]: u["hypothesis"] for u in json.loads((tmp_path / "m.json").read_text())["utterances"]}
+    alone = {}
+    for code, items in (("cy", cy), ("en", en)):
+        manifest = write_manifest(tmp_path / f"{code}.jsonl", items)
+        out = tmp_path / f"{code}.json"
+        assert (
+            main([*base, "--manifest", str(manifest), "--adapter", str(lora_set / code), "--out", str(out)])
+            == 0
+        )
+        alone.update({u["id"]: u["hypothesis"] for u in json.loads(out.read_text())["utterances"]})
+    assert routed == alone and len(routed) == 4
+    assert len(set(routed.values())) > 1  # the two adapters really decode differently

@@ -1,6 +1,7 @@
 import pytest
 
 from dama_asr.evaluate import EvaluationError, ScoredUtterance, summarise
+from dama_asr.inference.decoding import Transcript
 from dama_asr.scoring import (
     NORMALISERS,
     ErrorCounts,
@@ -16,7 +17,6 @@ from dama_asr.scoring import (
     whisper_basic,
     word_errors,
 )
-from dama_asr.transcribe import Transcript
 
 
 def test_word_errors_hand_computed():

@@ -2,10 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from dama_asr.languages import UnknownLanguageError, normalise_language
-from dama_asr.scoring import too_long_for_audio
-from dama_asr.testing import tone
-from dama_asr.transcribe import (
+from dama_asr.inference.decoding import (
     MAX_NEW_TOKENS,
     SUSPICIOUS_REASONS,
     DecodingOptions,
@@ -14,6 +11,9 @@ from dama_asr.transcribe import (
     max_new_tokens_for,
     transcribe,
 )
+from dama_asr.languages import UnknownLanguageError, normalise_language
+from dama_asr.scoring import too_long_for_audio
+from dama_asr.testing import tone
 
 
 def test_token_cap_grows_with_duration_and_is_bounded():

@@ -43,7 +43,7 @@ def main() -> None:
     from dama_asr.backbone.loading import load_backbone
     from dama_asr.data.audio import load_audio
     from dama_asr.data.espeak import synthesize
-    from dama_asr.transcribe import DecodingOptions, transcribe
+    from dama_asr.inference.decoding import DecodingOptions, transcribe
 
     t = time.perf_counter()
     prepare_embedded_whisper_base()

@@ -26,7 +26,7 @@ from dama_asr.backbone.loading import Backbone, load_backbone
 from dama_asr.data.audio import load_audio
 from dama_asr.data.manifest import read_manifest
 from dama_asr.evaluate import evaluate_items
-from dama_asr.transcribe import DecodingOptions
+from dama_asr.inference.decoding import DecodingOptions
 
 # peft matches a list by module-name suffix and a string as a full-name regex.
 TARGETS = {

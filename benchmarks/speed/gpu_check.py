@@ -31,13 +31,13 @@ def main() -> None:
     from dama_asr.backbone.loading import load_backbone
     from dama_asr.data.audio import load_audio
     from dama_asr.data.manifest import read_manifest
+    from dama_asr.features.encoder_cache import encoder_function
+    from dama_asr.inference.decoding import DecodingOptions, transcribe
     from dama_asr.precision import resolve_precision
     from dama_asr.testing import tiny_manifest
     from dama_asr.train.config import TrainConfig
-    from dama_asr.train.encoder_cache import encoder_function
     from dama_asr.train.loop import Trainer
     from dama_asr.train.setup import build_cross_kv, build_encoder_cache, global_micro_batches
-    from dama_asr.transcribe import DecodingOptions, transcribe
 
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this script checks the GPU path")

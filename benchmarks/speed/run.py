@@ -67,7 +67,7 @@ def run_measured(command: list[str], env: dict) -> tuple[subprocess.CompletedPro
     The peak is the child's own VmHWM, polled: wait4's ru_maxrss (and the child's own getrusage) start
     from the parent's RSS at fork time, so a parent holding models would inflate every child's number.
     """
-    from dama_asr.train.metrics_log import proc_kib
+    from dama_asr.memory import proc_kib
 
     start = time.perf_counter()
     peak = 0
@@ -273,7 +273,7 @@ def transcription(n: int = 32) -> dict:
     from dama_asr.data.audio import SAMPLE_RATE, load_audio
     from dama_asr.data.manifest import read_manifest
     from dama_asr.data.synth import default_synth_dir
-    from dama_asr.transcribe import DecodingOptions, transcribe
+    from dama_asr.inference.decoding import DecodingOptions, transcribe
 
     items = read_manifest(default_synth_dir() / "en" / "test.jsonl")[:n]
     audios = [load_audio(u.audio) for u in items]

@@ -61,7 +61,7 @@ def main() -> None:
     from dama_asr.backbone.loading import load_backbone
     from dama_asr.data.manifest import read_manifest
     from dama_asr.evaluate import evaluate_items, write_result
-    from dama_asr.transcribe import DecodingOptions
+    from dama_asr.inference.decoding import DecodingOptions
 
     splits = built_test_splits()
     if args.only:

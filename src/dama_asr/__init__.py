@@ -4,7 +4,7 @@ The Python API is what the `dama` commands call, importable from here (see the R
 
     import dama_asr as dama
     backbone = dama.load_backbone("whisper-base")
-    summary = dama.train(dama.TrainConfig.from_dict({"model": "whisper-base", "train": "train.jsonl",
+    summary = dama.run_training(dama.TrainConfig.from_dict({"model": "whisper-base", "train": "train.jsonl",
                                                     "adapter": {"method": "dama"}, "output_dir": "runs/cy"}))
     adapted = dama.adapted_backbone(backbone, "runs/cy/best")
     result = dama.evaluate_items(adapted, dama.read_manifest("test.jsonl"))
@@ -43,10 +43,10 @@ _EXPORTS = {
     # training
     "TrainConfig": "dama_asr.train.config",
     "load_recipe": "dama_asr.train.config",
-    "train": "dama_asr.train.loop",
+    "run_training": "dama_asr.train.loop",  # `train` itself would clash with the dama_asr.train package
     # decoding and scoring
-    "DecodingOptions": "dama_asr.transcribe",
-    "transcribe": "dama_asr.transcribe",
+    "DecodingOptions": "dama_asr.inference.decoding",
+    "transcribe": "dama_asr.inference.decoding",
     "transcribe_routed": "dama_asr.inference.routing",
     "evaluate_items": "dama_asr.evaluate",
     "write_result": "dama_asr.evaluate",
@@ -59,13 +59,14 @@ _EXPORTS = {
     # errors
     "DamaError": "dama_asr.errors",
 }
+_RENAMED = {"run_training": "train"}
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'dama_asr' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    value = getattr(importlib.import_module(_EXPORTS[name]), _RENAMED.get(name, name))
     globals()[name] = value  # resolved once
     return value
 

@@ -20,7 +20,7 @@ def _age(seconds: float) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from dama_asr.train.cache_store import cache_root, list_caches
+    from dama_asr.features.cache_store import cache_root, list_caches
 
     caches = list_caches()
     if not caches:
@@ -36,7 +36,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from dama_asr.train.cache_store import CacheError, verify_caches
+    from dama_asr.features.cache_store import CacheError, verify_caches
 
     results = verify_caches(fix=args.fix)
     bad = 0
@@ -57,7 +57,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    from dama_asr.train.cache_store import prune_caches
+    from dama_asr.features.cache_store import prune_caches
 
     if args.max_gb is not None and args.max_gb < 0:
         raise DamaError(f"--max-gb {args.max_gb}: give a size of 0 or more (GB)")

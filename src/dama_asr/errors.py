@@ -15,6 +15,10 @@ class DamaError(Exception):
     """An error whose message is the whole story: printed without a traceback, exit code 2."""
 
 
+class UserError(DamaError):
+    """A user error raised by a command itself (bad flag combinations and the like)."""
+
+
 class DiskFullError(DamaError, OSError):
     """Not enough free space to write something; nothing half-written is left behind."""
 

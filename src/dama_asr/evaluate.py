@@ -22,9 +22,15 @@ from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import AudioError, load_audio
 from dama_asr.data.manifest import Utterance
 from dama_asr.errors import DamaError
+from dama_asr.inference.decoding import (
+    SUSPICIOUS_REASONS,
+    DecodingOptions,
+    EncoderOutputs,
+    Transcript,
+    transcribe,
+)
 from dama_asr.languages import UnknownLanguageError, normalise_language
 from dama_asr.scoring import NORMALISERS, ErrorCounts, char_errors, number_words_language, word_errors
-from dama_asr.transcribe import SUSPICIOUS_REASONS, DecodingOptions, EncoderOutputs, Transcript, transcribe
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +222,7 @@ def _cached_encoder_lookup(
     backbone: Backbone, kept: list[Utterance], audios: list, batch_size: int
 ) -> EncoderOutputs | None:
     """The encoder cache holds 30 s windows: cache the short clips, look them up by position in `kept`."""
-    from dama_asr.train.encoder_cache import cached_encoder_outputs
+    from dama_asr.features.encoder_cache import cached_encoder_outputs
 
     window = backbone.processor.feature_extractor.n_samples
     short = [i for i, audio in enumerate(audios) if len(audio) <= window]
@@ -298,15 +304,26 @@ def evaluate_items(
     encoder_outputs = (
         _cached_encoder_lookup(backbone, kept, audios, options.batch_size) if reuse_encoder_outputs else None
     )
-    with tqdm(total=len(kept), desc="transcribing", unit="utt") as bar:
-        transcripts = transcribe(
-            backbone,
-            audios,
-            options,
-            languages=languages,
-            on_batch=bar.update,
-            encoder_outputs=encoder_outputs,
-        )
+    if backbone.routes_by_language:
+        # An adapter set: each utterance is decoded by its own language's adapter.
+        if not force_language:
+            raise EvaluationError(
+                f"{source}: an adapter set routes each utterance by its manifest language; "
+                "drop --detect-language"
+            )
+        from dama_asr.inference.routing import transcribe_routed
+
+        transcripts = transcribe_routed(backbone, audios, languages, options)
+    else:
+        with tqdm(total=len(kept), desc="transcribing", unit="utt") as bar:
+            transcripts = transcribe(
+                backbone,
+                audios,
+                options,
+                languages=languages,
+                on_batch=bar.update,
+                encoder_outputs=encoder_outputs,
+            )
     scored = []
     for item, tr in zip(kept, transcripts, strict=True):
         ref, hyp = NORMALISERS["whisper"](item.text), NORMALISERS["whisper"](tr.text)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dama_asr.adapters.cli_args import adapter_config_from_args, add_adapter_args
+from dama_asr.adapter_args import adapter_config_from_args, add_adapter_args
 
 if TYPE_CHECKING:
     from transformers import WhisperConfig
@@ -21,7 +21,7 @@ def model_config(name_or_path: str) -> WhisperConfig:
     from dama_asr.backbone.loading import BackboneError
 
     if name_or_path == "tiny-random":
-        from dama_asr.testing import TINY_DIMS, tiny_whisper_config
+        from dama_asr.backbone.tiny import TINY_DIMS, tiny_whisper_config
 
         return tiny_whisper_config(**TINY_DIMS)
     if (Path(name_or_path) / "config.json").is_file():

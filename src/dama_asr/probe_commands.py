@@ -24,8 +24,8 @@ def with_merged_adapter(backbone, adapter: str | Path):
 
 def cmd_probe(args: argparse.Namespace) -> None:
     from dama_asr.backbone.loading import load_backbone
-    from dama_asr.cli import UserError
     from dama_asr.data.manifest import read_manifest
+    from dama_asr.errors import UserError
     from dama_asr.probe import ProbeError, ProbeOptions, plot_probe, run_probe, save_probe
 
     try:
@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--fixed-language", default="en", help="the language token used by --prompt fixed")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    from dama_asr.cli import add_precision_arg
+    from dama_asr.command_args import add_precision_arg
 
     add_precision_arg(p)
     p.set_defaults(func=cmd_probe)

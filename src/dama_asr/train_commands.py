@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 # flag dest -> dotted TrainConfig field; flags left unset keep the recipe's (or the default) value.
-# The adapter flags are the ones `dama plan` takes (adapters/cli_args.py).
+# The adapter flags are the ones `dama plan` takes (adapter_args.py).
 FLAG_FIELDS = {
     "model": "model",
     "train": "train",
@@ -36,7 +36,7 @@ FLAG_FIELDS = {
 def _parse_set(pairs: list[str]) -> dict[str, Any]:
     import yaml
 
-    from dama_asr.cli import UserError
+    from dama_asr.errors import UserError
 
     out = {}
     for pair in pairs:
@@ -49,7 +49,7 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace):
     """TrainConfig from a recipe (optional), then the flags given, then --set overrides."""
-    from dama_asr.adapters.cli_args import adapter_overrides_from_args
+    from dama_asr.adapter_args import adapter_overrides_from_args
     from dama_asr.train import load_recipe
 
     overrides = {field: getattr(args, dest) for dest, field in FLAG_FIELDS.items()}
@@ -151,7 +151,7 @@ def _bool_flag(p: argparse.ArgumentParser, name: str, help_text: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from dama_asr.adapters.cli_args import add_adapter_args
+    from dama_asr.adapter_args import add_adapter_args
 
     p = sub.add_parser(
         "train",
@@ -176,7 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, help="early stopping after N epochs without dev improvement")
     p.add_argument("--seed", type=int, help="initialisation, batch order and dev sample")
     p.add_argument("--device", help="auto, cpu, cuda")
-    from dama_asr.cli import add_precision_arg
+    from dama_asr.command_args import add_precision_arg
 
     add_precision_arg(p, default=None)  # unset keeps the recipe's value (default auto)
     _bool_flag(p, "gradient-checkpointing", "recompute activations in backward to save memory")

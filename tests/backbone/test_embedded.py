@@ -11,8 +11,8 @@ from dama_asr.backbone import embedded
 from dama_asr.backbone.configs import meta_model
 from dama_asr.data.audio import load_audio
 from dama_asr.data.espeak import synthesize
+from dama_asr.inference.decoding import DecodingOptions, transcribe
 from dama_asr.scoring import whisper_basic, word_errors
-from dama_asr.transcribe import DecodingOptions, transcribe
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 PROMPT = [50258, 50259, 50359, 50363]  # <|startoftranscript|><|en|><|transcribe|><|notimestamps|>

@@ -20,15 +20,15 @@ from safetensors.torch import save_file
 from dama_asr import durable
 from dama_asr.data.manifest import read_manifest
 from dama_asr.errors import DamaError, DiskFullError
-from dama_asr.testing import tiny_manifest
-from dama_asr.train import train
-from dama_asr.train.cache_store import read_index
-from dama_asr.train.encoder_cache import (
+from dama_asr.features.cache_store import read_index
+from dama_asr.features.encoder_cache import (
     EncoderCache,
     cached_encoder_outputs,
     encoder_function,
     whisper_fingerprint,
 )
+from dama_asr.testing import tiny_manifest
+from dama_asr.train import train
 
 FRAMES = (1500, 16)
 

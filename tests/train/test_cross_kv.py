@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from dama_asr.adapters import AdapterConfig, apply_adapter
+from dama_asr.features.cross_kv import CrossKV, can_cache
 from dama_asr.testing import tiny_whisper
 from dama_asr.train import train
-from dama_asr.train.cross_kv import CrossKV, can_cache
 
 
 def _inputs(model, batch: int = 3):

@@ -10,14 +10,14 @@ from safetensors import safe_open
 
 from dama_asr.backbone.loading import load_backbone
 from dama_asr.data.manifest import read_manifest
-from dama_asr.testing import tiny_manifest, tiny_whisper
-from dama_asr.train import train
-from dama_asr.train.encoder_cache import (
+from dama_asr.features.encoder_cache import (
     EncoderCache,
     cached_encoder_outputs,
     utterance_key,
     whisper_fingerprint,
 )
+from dama_asr.testing import tiny_manifest, tiny_whisper
+from dama_asr.train import train
 from dama_asr.train.metrics_log import read_log
 
 

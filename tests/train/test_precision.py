@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from dama_asr.adapters import AdapterConfig, apply_adapter
+from dama_asr.features.encoder_cache import whisper_fingerprint
 from dama_asr.precision import (
     NO_NATIVE_BF16_ENV,
     PrecisionError,
@@ -20,7 +21,6 @@ from dama_asr.precision import (
     resolve_precision,
 )
 from dama_asr.testing import tiny_whisper
-from dama_asr.train.encoder_cache import whisper_fingerprint
 
 
 def test_auto_follows_the_hardware_and_forced_choices_win(monkeypatch):

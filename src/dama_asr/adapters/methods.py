@@ -19,6 +19,7 @@ from transformers import WhisperForConditionalGeneration
 from dama_asr.adapters.config import AdapterConfig
 from dama_asr.adapters.plan import ModulePlan
 from dama_asr.adapters.registry import get_method
+from dama_asr.backbone.unwrap import base_model_of  # noqa: F401  (re-exported: adapters.base_model_of)
 from dama_asr.quiet import peft_quietly
 
 ADAPTER_NAME = "default"
@@ -88,8 +89,3 @@ def merge_adapter(model: nn.Module) -> WhisperForConditionalGeneration:
 
 def trainable_parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def base_model_of(model: nn.Module) -> WhisperForConditionalGeneration:
-    """The transformers Whisper inside (for generation config, encoder access, ...)."""
-    return model.get_base_model() if isinstance(model, PeftModel) else model

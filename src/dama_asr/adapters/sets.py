@@ -431,7 +431,7 @@ def adapter_set_backbone(
     """`backbone` holding a saved set's adapters (all, or `languages`), ready for inference."""
     model = AdapterSet.load(folder).load_into(backbone.model, languages).to(backbone.device)
     return Backbone(
-        model, backbone.processor, f"{backbone.name}+{folder}", backbone.precision
+        model, backbone.processor, f"{backbone.name}+{folder}", backbone.precision, routes_by_language=True
     ).ready_for_inference()
 
 

@@ -37,6 +37,9 @@ class Backbone:
     processor: WhisperProcessor
     name: str
     precision: str = "no"
+    # True when `model` holds one named adapter per language (an adapter set): decoding then routes
+    # each utterance to its language's adapter (dama_asr.inference.routing).
+    routes_by_language: bool = False
 
     def autocast(self):
         return autocast(self.precision, self.device)
@@ -105,7 +108,7 @@ def load_backbone(
     is resolved for `device`; call `ready_for_inference()` once any adapter is on.
     """
     if name_or_path == TINY_RANDOM:
-        from dama_asr.testing import tiny_whisper
+        from dama_asr.backbone.tiny import tiny_whisper
 
         model, processor = tiny_whisper()
     else:

@@ -33,10 +33,10 @@ from dama_asr.data.manifest import ManifestError, read_manifest, write_manifest
 from dama_asr.data.subset import hour_subset, total_hours
 from dama_asr.errors import DamaError
 from dama_asr.evaluate import EvaluationError, evaluate_items
+from dama_asr.inference.decoding import DecodingOptions
 from dama_asr.locks import AlreadyRunning, FolderLock
 from dama_asr.paths import dama_home
 from dama_asr.report.utterances import sidecar_path, write_sidecar
-from dama_asr.transcribe import DecodingOptions
 
 log = logging.getLogger(__name__)
 NORMALISER = "whisper"  # the headline number; raw and script-safe are kept in the cell JSON too

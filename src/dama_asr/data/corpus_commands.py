@@ -16,9 +16,9 @@ def _range(text: str) -> tuple[int, int]:
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    from dama_asr.cli import UserError
     from dama_asr.data.sentences.filters import SYNTH_LANGUAGES
     from dama_asr.data.synth import SynthConfig, build_synth_corpus, default_synth_dir, hours_table
+    from dama_asr.errors import UserError
     from dama_asr.languages import normalise_language
 
     languages = tuple(normalise_language(code) for code in args.languages.split(",") if code.strip())

@@ -29,8 +29,8 @@ from torch import nn
 
 from dama_asr.adapters.sets import AdapterSetError, activate
 from dama_asr.backbone.loading import Backbone
+from dama_asr.inference.decoding import DecodingOptions, Transcript, transcribe
 from dama_asr.languages import UnknownLanguageError, normalise_language
-from dama_asr.transcribe import DecodingOptions, Transcript, transcribe
 
 Route = Literal["mixed", "grouped"]
 MIXED: Route = "mixed"

@@ -25,6 +25,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import MAX_SECONDS, SAMPLE_RATE
+from dama_asr.features.log_mel import log_mel
 
 PROMPTS = ("neutral", "fixed", "forced")
 
@@ -107,9 +108,8 @@ def _forward_batch(
     if encoder_last is not None and not encoder:
         enc_out = BaseModelOutput(last_hidden_state=encoder_last.to(backbone.device, dtype=dtype))
     else:
-        features = processor.feature_extractor(
-            [item.audio for item in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt"
-        ).input_features.to(backbone.device, dtype=dtype)  # (B, mels, 3000)
+        features = log_mel(processor.feature_extractor, [item.audio for item in batch])
+        features = features.to(backbone.device, dtype=dtype)  # (B, mels, 3000)
         with backbone.autocast():
             enc_out = model.model.encoder(features, output_hidden_states=encoder)
     enc_pooled = None

@@ -173,7 +173,7 @@ def run_probe(
     if options.reuse_encoder_outputs and not want_encoder:
         # Decoder-only probing needs just the encoder's output, which is the same for the base model and
         # every frozen-encoder adaptation of it: encode once, probe many models.
-        from dama_asr.train.encoder_cache import cached_encoder_outputs
+        from dama_asr.features.encoder_cache import cached_encoder_outputs
 
         encoder_outputs = cached_encoder_outputs(backbone, selection.items, options.batch_size)
     with tqdm(total=len(selection.inputs), desc="probe forward", unit="utt", disable=not progress) as bar:

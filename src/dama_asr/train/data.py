@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from dama_asr.accounting import SkippedItems
@@ -200,10 +199,3 @@ def collate_tokens(examples: Sequence[Example], pad_id: int, prompt_loss: bool) 
         if not prompt_loss:
             labels[row, : PROMPT_LENGTH - 1] = IGNORE_INDEX
     return {"decoder_input_ids": inputs, "labels": labels, "languages": [e.language for e in examples]}
-
-
-def log_mel(feature_extractor, items: Sequence[Utterance]) -> torch.Tensor:
-    """Whisper's log-mel input, padded to 30 s: (B, n_mels, 3000)."""
-    audios: list[np.ndarray] = [load_audio(item.audio) for item in items]
-    feats = feature_extractor(audios, sampling_rate=16_000, return_tensors="pt")
-    return feats.input_features

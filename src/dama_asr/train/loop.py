@@ -26,6 +26,10 @@ from dama_asr.backbone.loading import Backbone, load_backbone
 from dama_asr.errors import DamaError
 from dama_asr.evaluate import evaluate_items
 from dama_asr.faults import crash_point
+from dama_asr.features.cross_kv import CrossKV
+from dama_asr.features.encoder_cache import EncoderCache, utterance_key
+from dama_asr.features.log_mel import log_mel_items
+from dama_asr.inference.decoding import DecodingOptions
 from dama_asr.locks import FolderLock
 from dama_asr.train.checkpoint import (
     latest_good_checkpoint,
@@ -36,9 +40,7 @@ from dama_asr.train.checkpoint import (
     save_checkpoint,
 )
 from dama_asr.train.config import TrainConfig, TrainConfigError, config_differences, load_recipe
-from dama_asr.train.cross_kv import CrossKV
-from dama_asr.train.data import IGNORE_INDEX, collate_tokens, log_mel, shard_batch
-from dama_asr.train.encoder_cache import EncoderCache, utterance_key
+from dama_asr.train.data import IGNORE_INDEX, collate_tokens, shard_batch
 from dama_asr.train.metrics_log import MetricsLog, peak_memory_bytes
 from dama_asr.train.objectives import TOKEN_TERM, Objective, ObjectiveSetup, StepModel, get_objective
 from dama_asr.train.setup import (
@@ -53,7 +55,6 @@ from dama_asr.train.setup import (
     prepare_model,
     steps_per_epoch,
 )
-from dama_asr.transcribe import DecodingOptions
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class Trainer:
             if self.cross_kv is not None:
                 kv = self.cross_kv.batch(keys, hidden)  # (2L, B, 1500, D): the frozen K/V, not recomputed
         else:
-            features = log_mel(self.backbone.processor.feature_extractor, [e.item for e in examples])
+            features = log_mel_items(self.backbone.processor.feature_extractor, [e.item for e in examples])
             inputs["input_features"] = features.to(device, dtype=dtype)  # (B, mels, 3000)
         return {"inputs": inputs, "labels": batch["labels"].to(device), "cross_kv": kv,
                 "languages": batch["languages"]}  # fmt: skip

@@ -12,20 +12,9 @@ import torch
 
 from dama_asr.atomic import atomic_write_text
 from dama_asr.faults import crash_point
+from dama_asr.memory import proc_kib
 
 log = logging.getLogger(__name__)
-
-
-def proc_kib(path: str, field: str) -> int:
-    """A `field:  N kB` line of a Linux /proc file (status, meminfo) in KiB; 0 where there is none."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def _vm_hwm_bytes() -> int:

@@ -19,17 +19,17 @@ from dama_asr.adapters import apply_adapter, base_model_of
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.manifest import Utterance, read_manifest
 from dama_asr.faults import crash_point
-from dama_asr.precision import compute_dtype, hold_frozen_weights, resolve_precision
-from dama_asr.train.config import OptimConfig, TrainConfig
-from dama_asr.train.cross_kv import CrossKV, budget_bytes, can_cache
-from dama_asr.train.data import Example, model_item_languages, prepare_examples
-from dama_asr.train.encoder_cache import (
+from dama_asr.features.cross_kv import CrossKV, budget_bytes, can_cache
+from dama_asr.features.encoder_cache import (
     EncoderCache,
     encoder_function,
     fill_cache,
     utterance_key,
     whisper_fingerprint,
 )
+from dama_asr.precision import compute_dtype, hold_frozen_weights, resolve_precision
+from dama_asr.train.config import OptimConfig, TrainConfig
+from dama_asr.train.data import Example, model_item_languages, prepare_examples
 from dama_asr.train.samplers import sampler_batches
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ from dama_asr.train.logit_rows import logits_at
 
 if TYPE_CHECKING:
     from dama_asr.backbone.loading import Backbone
+    from dama_asr.features.cross_kv import CrossKV
+    from dama_asr.features.encoder_cache import EncoderCache
     from dama_asr.train.config import TrainConfig
-    from dama_asr.train.cross_kv import CrossKV
     from dama_asr.train.data import Example
-    from dama_asr.train.encoder_cache import EncoderCache
 
 # The name `loss_terms` gives the token loss when an objective adds terms of its own.
 TOKEN_TERM = "token"

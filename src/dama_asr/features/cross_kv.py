@@ -26,8 +26,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from dama_asr.adapters.methods import base_model_of
-from dama_asr.train.metrics_log import proc_kib
+from dama_asr.backbone.unwrap import base_model_of
+from dama_asr.memory import proc_kib
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,7 @@ from torch import nn
 from dama_asr.atomic import file_lock
 from dama_asr.data.manifest import Utterance
 from dama_asr.durable import remove_stale_temps, write_file
-from dama_asr.precision import autocast, compute_dtype
-from dama_asr.train.cache_store import (
+from dama_asr.features.cache_store import (
     INDEX,
     LOCK,
     PRUNE_HINT,
@@ -51,6 +50,8 @@ from dama_asr.train.cache_store import (
     read_index,
     touch_last_used,
 )
+from dama_asr.features.log_mel import log_mel_items
+from dama_asr.precision import autocast, compute_dtype
 
 log = logging.getLogger(__name__)
 
@@ -285,14 +286,11 @@ def encoder_function(
 ) -> Callable[[Sequence[Utterance]], torch.Tensor]:
     """Utterances -> encoder outputs (B, 1500, D) of `whisper`'s (frozen) encoder, without gradients,
     computed at `precision` (a resolved one: 'no', 'bf16' or 'fp16')."""
-    # Lazy: importing dama_asr.train runs its __init__, which imports this module.
-    from dama_asr.train.data import log_mel
-
     encoder = whisper.model.encoder
     dtype = next(encoder.parameters()).dtype
 
     def encode(batch: Sequence[Utterance]) -> torch.Tensor:
-        features = log_mel(feature_extractor, batch).to(device, dtype=dtype)  # (B, mels, 3000)
+        features = log_mel_items(feature_extractor, batch).to(device, dtype=dtype)  # (B, mels, 3000)
         was_training = encoder.training
         encoder.eval()
         with torch.no_grad(), autocast(precision, device):
@@ -318,7 +316,7 @@ def cached_encoder_outputs(
     """
     from tqdm.auto import tqdm
 
-    from dama_asr.adapters.methods import base_model_of
+    from dama_asr.backbone.unwrap import base_model_of
 
     whisper = base_model_of(backbone.model)
     fe, precision = backbone.processor.feature_extractor, backbone.precision

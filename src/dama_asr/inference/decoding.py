@@ -25,6 +25,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import SAMPLE_RATE
 from dama_asr.errors import DamaError
+from dama_asr.features.log_mel import log_mel
 from dama_asr.languages import normalise_language
 from dama_asr.scoring import (
     LOOP_COMPRESSION_RATIO,
@@ -140,8 +141,8 @@ def _decode_batch(
         hidden = encoder_outputs.to(backbone.device, dtype=dtype)  # (B, 1500, D)
         inputs: dict = {"encoder_outputs": BaseModelOutput(last_hidden_state=hidden)}
     else:
-        feats = processor.feature_extractor(list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        inputs = {"input_features": feats.input_features.to(backbone.device, dtype=dtype)}  # (B, mels, 3000)
+        features = log_mel(processor.feature_extractor, audios)
+        inputs = {"input_features": features.to(backbone.device, dtype=dtype)}  # (B, mels, 3000)
     if any(lang is None for lang in languages):
         detected = _detect_languages(backbone, inputs)
         languages = [lang or det for lang, det in zip(languages, detected, strict=True)]
