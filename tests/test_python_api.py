@@ -21,7 +21,9 @@ def _readme_snippet() -> str:
 def test_every_exported_name_resolves() -> None:
     missing = [name for name in dama_asr.__all__ if getattr(dama_asr, name, None) is None]
     assert not missing
-    assert dama_asr.run_training.__doc__ and dama_asr.evaluate_items.__doc__ and dama_asr.load_backbone.__doc__
+    assert (
+        dama_asr.run_training.__doc__ and dama_asr.evaluate_items.__doc__ and dama_asr.load_backbone.__doc__
+    )
 
 
 def test_the_readme_snippet_runs_on_the_tiny_model(tmp_path: Path, monkeypatch, capsys) -> None:

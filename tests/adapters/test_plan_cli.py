@@ -7,6 +7,8 @@ def test_plan_large_v2_table_without_weights(capsys):
     assert main(["plan", "--model", "openai/whisper-large-v2", "--method", "dama"]) == 0
     out = capsys.readouterr().out
     assert "| decoder | 10 | middle | 8 | 16 | trailing-SVD-A, zero-B | B only |" in out
+    # the late ramp starts low: its arrow and the legend say so (a new user read "late" as high-rank)
+    assert "| late ↑ |" in out and "the first late layer is still low-rank" in out and "`layers.0`" in out
     assert "total trainable parameters: 14,909,440" in out
     assert "dama uses 21.9% of that" in out
 

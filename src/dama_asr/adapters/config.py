@@ -52,7 +52,7 @@ class AdapterConfig:
     dora; vera's shared random matrices, default 256; dama-no-schedule, where 0 means "the mean rank
     of the DAMA schedule", so the ablation spends the same budget); None where the method takes no
     single rank (dama, dama-no-svd and dama-no-bpp rank each layer by the schedule; full).  r_high/r_low/theta1/theta2: DAMA's
-    schedule (DESIGN.md s.4).  alpha_policy: "ratio" scales alpha = alpha_ratio * rank per layer (the
+    schedule (adapters/schedule.py).  alpha_policy: "ratio" scales alpha = alpha_ratio * rank per layer (the
     same scaling at every rank); "fixed" uses alpha for every layer.  alpha: under "ratio" it is
     resolved to alpha_ratio * r for a uniform rank, and None where it differs per layer (dama) or the
     method has none (vera, full).  targets: short linear names or an alias (all, qv, no-cross-kv);

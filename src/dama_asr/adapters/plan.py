@@ -165,6 +165,17 @@ def resolved_plan(config: WhisperConfig, cfg: AdapterConfig) -> dict:
     return {"trainable_parameters": trainable_parameters(config, cfg), "layers": layers}
 
 
+# The schedule's zones as the table shows them: the arrow says which way the rank moves with depth,
+# so a layer at the start of the late ramp can be "late" and still low-rank (it is where the rise begins).
+ZONE_LABELS = {"early": "early ↓", "middle": "middle", "late": "late ↑"}
+PLAN_LEGEND = (
+    "Layers count 1..L from the input, as in `dama probe` (whose layer 0 is the embeddings); peft module "
+    "names count from 0 (layer 1 = `layers.0`). Zones: early ↓ = the rank falls from r_high to r_low over "
+    "layers 1..l_early; middle = r_low with a frozen trailing-singular basis (BPP); late ↑ = the rank "
+    "rises from r_low back to r_high over l_late..L, so the first late layer is still low-rank."
+)
+
+
 def plan_table(config: WhisperConfig, cfg: AdapterConfig) -> str:
     """Markdown: one row per layer (decoder first), with rank, zone, init and trained parts."""
     rows = plan_modules(config, cfg)
@@ -174,6 +185,8 @@ def plan_table(config: WhisperConfig, cfg: AdapterConfig) -> str:
         "| side | layer | zone | rank | alpha | init | trains | modules | trainable params |",
         "|---|---:|---|---:|---:|---|---|---:|---:|",
     ]
+    if any(r.zone in ZONE_LABELS for r in rows):
+        lines.insert(0, PLAN_LEGEND + "\n")
     for side in ("decoder", "encoder"):
         for layer in sorted({r.layer for r in rows if r.side == side}):
             group = [r for r in rows if r.side == side and r.layer == layer]
@@ -181,7 +194,7 @@ def plan_table(config: WhisperConfig, cfg: AdapterConfig) -> str:
             alpha = "-" if first.alpha is None else f"{first.alpha:g}"
             params = sum(r.trainable_parameters for r in group)
             lines.append(
-                f"| {side} | {layer} | {first.zone} | {first.rank} | {alpha} | {first.init} | {first.trains} | "
+                f"| {side} | {layer} | {ZONE_LABELS.get(first.zone, first.zone)} | {first.rank} | {alpha} | {first.init} | {first.trains} | "
                 f"{len(group)} | {params:,} |"
             )
     lines.append(f"\ntotal trainable parameters: {sum(r.trainable_parameters for r in rows):,}")

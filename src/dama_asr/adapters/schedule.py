@@ -1,4 +1,4 @@
-"""DAMA's depth-aware rank schedule: pure functions of layer index and depth (DESIGN.md section 4).
+"""DAMA's depth-aware rank schedule: pure functions of layer index and depth (README; `dama plan --method dama` shows it).
 
 Layers are numbered 1..L. l_early = floor(theta1 L), l_late = floor(theta2 L).
 Early ramp (1 <= l <= l_early): r_high down to r_low; middle (l_early < l < l_late): r_low with a

@@ -1,6 +1,6 @@
 """Convert a CTranslate2 Whisper (model.bin + config.json + tokenizer.json) to a transformers folder.
 
-Facts behind the mapping (DESIGN.md section 2): self-attention `linear_0` is fused q|k|v and
+Facts behind the mapping (checked by tests/backbone/test_embedded.py): self-attention `linear_0` is fused q|k|v and
 `linear_1` the output; cross-attention `linear_0` is q, `linear_1` fused k|v, `linear_2` the
 output; the k part of fused biases is zero because Whisper's k projection has no bias; no query
 pre-scaling; the output projection is tied to the token embedding.

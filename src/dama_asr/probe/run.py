@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from dama_asr.accounting import SkippedItems
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import AudioError, load_audio
 from dama_asr.data.manifest import Utterance
@@ -75,8 +76,7 @@ class ProbeOptions:
 class _Selection:
     inputs: list[ProbeInput]
     labels: list[str]
-    skipped: Counter
-    examples: dict[str, str]
+    skipped: SkippedItems
     items: list[Utterance] = field(default_factory=list)  # parallel to inputs
 
 
@@ -95,19 +95,17 @@ def _select(backbone: Backbone, items: Sequence[Utterance], options: ProbeOption
     tokenizer = backbone.processor.tokenizer
     known = backbone.languages
     fixed = normalise_language(options.fixed_language, known) if options.prompt == "fixed" else None
-    skipped: Counter = Counter()
-    examples: dict[str, str] = {}
+    skipped = SkippedItems(keep_examples=1)
     by_language: dict[str, list[Utterance]] = defaultdict(list)
     for item in items:
         if not item.text.strip():
-            skipped["empty_text"] += 1
-            examples.setdefault("empty_text", item.id)
+            skipped.add("empty_text", item.id)
             continue
         by_language[_label(item.language, known, options.prompt)].append(item)
 
     rng = random.Random(options.seed)
     max_tokens = backbone.model.config.max_target_positions - 4  # room for the longest prompt
-    selection = _Selection([], [], skipped, examples)
+    selection = _Selection([], [], skipped)
     for language in sorted(by_language):
         candidates = by_language[language]
         if options.max_per_language is not None:
@@ -121,8 +119,7 @@ def _select(backbone: Backbone, items: Sequence[Utterance], options: ProbeOption
             try:
                 audio = load_audio(item.audio)
             except AudioError as err:
-                skipped["unreadable_audio"] += 1
-                examples.setdefault("unreadable_audio", str(err))
+                skipped.add("unreadable_audio", str(err))
                 continue
             text = tuple(transcript_ids(tokenizer, item.text, max_tokens))
             selection.inputs.append(ProbeInput(audio=audio, prompt=prompt, text=text))
@@ -162,7 +159,7 @@ def run_probe(
     selection = _select(backbone, items, options)
     counts = dict(sorted(Counter(selection.labels).items()))
     skipped_text = ", ".join(
-        f"skipped {n} {why.replace('_', ' ')}" for why, n in sorted(selection.skipped.items())
+        f"skipped {n} {why.replace('_', ' ')}" for why, n in sorted(selection.skipped.counts.items())
     )
     check_label_counts(counts, options.folds, skipped_text)
     loaded = time.perf_counter()
@@ -208,7 +205,7 @@ def run_probe(
         "caveat": "the transcript tokens themselves identify the language, so decoder layer 0 (token + "
         "position embeddings) is near-perfect by construction; the curve shows how much of that identity "
         "each layer keeps",
-        "skipped_examples": selection.examples,
+        "skipped_examples": {why: shown[0] for why, shown in selection.skipped.examples.items()},
     }
     return ProbeResult(
         model=backbone.name,
@@ -218,7 +215,7 @@ def run_probe(
         encoder=encoder,
         suggestion=suggestion,
         settings=settings,
-        skipped=dict(selection.skipped),
+        skipped=dict(selection.skipped.counts),
         seconds={
             "load": round(loaded - started, 2),
             "forward": round(forwarded - loaded, 2),

@@ -110,7 +110,7 @@ class Trainer:
                       "bad_epochs": 0, "history": [], "epoch_seconds": [], "cache_seconds": 0.0,
                       # The unfinished epoch's step losses and training time, so that a resumed epoch
                       # reports the mean over all its steps, not only those after the restart.
-                      "epoch_losses": [], "epoch_train_seconds": 0.0,
+                      "epoch_losses": [], "epoch_train_seconds": 0.0, "epoch_samples": 0,
                       "world_size": self.world, "global_batch": global_batch}  # fmt: skip
         self.resumed_from: Path | None = None
         if resume and not list_checkpoints(self.ckpt_dir):
@@ -314,7 +314,7 @@ class Trainer:
         seconds = sum(e.item.duration or 0.0 for e in self.data.examples)
         return {"language": ", ".join(languages), "dataset": str(self.config.train),
                 "train_hours": round(seconds / 3600, 3) if seconds else None, "dev_wer": self.state["best_wer"],
-                "epochs": self.state["epoch"]}  # fmt: skip
+                "epochs": len(self.state["history"])}  # fmt: skip
 
     def _end_epoch(self, epoch: int, seconds: float, cache_seconds: float, losses: list[float]) -> bool:
         """Evaluate, keep the best adapter, decide early stopping. Returns True to stop.
@@ -329,7 +329,8 @@ class Trainer:
         state = self.state
         state["epoch_seconds"].append(seconds + cache_seconds)
         mean_loss = sum(losses) / len(losses) if losses else None
-        samples = len(self.data.examples) * len(losses) / self.steps_per_epoch
+        # Counted per step, not len(examples): a language-balanced epoch repeats the smaller languages.
+        samples = state.get("epoch_samples", len(self.data.examples) * len(losses) / self.steps_per_epoch)
         state["history"].append({"epoch": epoch + 1, "train_loss": mean_loss, "dev_wer": wer,
                                  "seconds": seconds + cache_seconds, "train_seconds": seconds,
                                  "cache_seconds": cache_seconds, "dev_seconds": dev_seconds,
@@ -347,7 +348,7 @@ class Trainer:
                 patience = self.config.eval.patience
                 stop = bool(patience) and state["bad_epochs"] >= patience
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
-        state["epoch_losses"], state["epoch_train_seconds"] = [], 0.0
+        state["epoch_losses"], state["epoch_train_seconds"], state["epoch_samples"] = [], 0.0, 0
         state["stopped_early"] = stop
         return stop
 
@@ -363,6 +364,7 @@ class Trainer:
             self.state["global_step"] += 1
             self.state["step_in_epoch"] = step_in_epoch + 1
             self.state["epoch_train_seconds"] = self.state.get("epoch_train_seconds", 0.0) + seconds
+            self.state["epoch_samples"] = self.state.get("epoch_samples", 0) + metrics["samples"]
             losses.append(metrics["loss"])
             step = self.state["global_step"]
             record = {"kind": "train", "step": step, "epoch": epoch + (step_in_epoch + 1) / self.steps_per_epoch,

@@ -1,4 +1,4 @@
-"""DAMA (DESIGN.md s.4) and its three ablations, each switching off one of its ideas.
+"""DAMA (adapters/schedule.py: the rank schedule) and its three ablations, each switching off one of its ideas.
 
 DAMA ranks decoder layers by depth (r_high at the ends, r_low in the middle, `schedule.py`) and
 starts the middle layers' A from W's trailing right singular vectors, frozen ("basis-preserving
