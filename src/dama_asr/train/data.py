@@ -150,6 +150,31 @@ def prepare_examples(
     return examples, skipped
 
 
+def grouped_batches(
+    indices: Sequence[int],
+    lengths: Sequence[int],
+    batch_size: int,
+    rng: random.Random,
+    length_grouped: bool,
+    mega_batch_factor: int,
+) -> list[list[int]]:
+    """Shuffle `indices` with `rng` and cut them into batches (see `epoch_batches` for the grouping);
+    the samplers call it on a subset of the examples (one language, say)."""
+    order = list(indices)
+    rng.shuffle(order)
+    if length_grouped:
+        mega = batch_size * mega_batch_factor
+        order = [
+            i
+            for start in range(0, len(order), mega)
+            for i in sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        ]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    if length_grouped:
+        rng.shuffle(batches)
+    return batches
+
+
 def epoch_batches(
     lengths: Sequence[int],
     batch_size: int,
@@ -165,19 +190,7 @@ def epoch_batches(
     the same list, so resuming and multi-process training need no shared state.
     """
     rng = random.Random(f"{seed}:{epoch}")
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    if length_grouped:
-        mega = batch_size * mega_batch_factor
-        order = [
-            i
-            for start in range(0, len(order), mega)
-            for i in sorted(order[start : start + mega], key=lambda i: -lengths[i])
-        ]
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    if length_grouped:
-        rng.shuffle(batches)
-    return batches
+    return grouped_batches(range(len(lengths)), lengths, batch_size, rng, length_grouped, mega_batch_factor)
 
 
 def shard_batch(batch: list[int], rank: int, world_size: int) -> list[int]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from dama_asr.train.data import epoch_batches
+from dama_asr.train.data import epoch_batches, grouped_batches
 
 SAMPLERS = ("length", "language-balanced", "language-homogeneous")
 
@@ -109,32 +109,8 @@ def language_homogeneous_batches(
     """One-language batches, each language's spread evenly over the epoch."""
     placed: list[tuple[float, str, list[int]]] = []
     for code, indices in by_language(languages).items():
-        batches = _grouped_batches(indices, lengths, batch_size, rng, length_grouped, mega_batch_factor)
+        batches = grouped_batches(indices, lengths, batch_size, rng, length_grouped, mega_batch_factor)
         offset = rng.random()
         placed += [((j + offset) / len(batches), code, batch) for j, batch in enumerate(batches)]
     placed.sort(key=lambda p: (p[0], p[1]))
     return [batch for _, _, batch in placed]
-
-
-def _grouped_batches(
-    indices: Sequence[int],
-    lengths: Sequence[int],
-    batch_size: int,
-    rng: random.Random,
-    length_grouped: bool,
-    mega_batch_factor: int,
-) -> list[list[int]]:
-    """`epoch_batches`' shuffle-and-group over a subset of the examples, drawing from `rng`."""
-    order = list(indices)
-    rng.shuffle(order)
-    if length_grouped:
-        mega = batch_size * mega_batch_factor
-        order = [
-            i
-            for start in range(0, len(order), mega)
-            for i in sorted(order[start : start + mega], key=lambda i: -lengths[i])
-        ]
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    if length_grouped:
-        rng.shuffle(batches)
-    return batches
