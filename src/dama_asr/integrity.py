@@ -107,3 +107,17 @@ def verify_manifest(
         return False
     verify_files(folder, files, error, fix)
     return True
+
+
+def read_json_object(path: str | Path, error: type[DamaError] = IntegrityError, fix: str = "") -> dict:
+    """A JSON object from `path`, or `error` naming the file (missing, not JSON, not an object)."""
+    path, tail = Path(path), f"; {fix}" if fix else ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: missing{tail}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: not valid JSON ({err}){tail}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: holds {type(data).__name__}, not a JSON object{tail}")
+    return data

@@ -34,7 +34,7 @@ from dama_asr.adapters.registry import UnknownMethodError, get_method
 from dama_asr.atomic import atomic_dir, atomic_write_text
 from dama_asr.backbone.loading import Backbone
 from dama_asr.errors import DamaError
-from dama_asr.integrity import IntegrityError, verify_manifest, write_manifest
+from dama_asr.integrity import IntegrityError, read_json_object, verify_manifest, write_manifest
 from dama_asr.quiet import peft_quietly
 
 log = logging.getLogger(__name__)
@@ -92,15 +92,10 @@ def save_adapter(
 
 
 def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AdapterLoadError(f"{path}: missing; {FIX_HINT}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AdapterIntegrityError(f"{path}: not valid JSON ({err}); {FIX_HINT}") from None
-    if not isinstance(data, dict):
-        raise AdapterIntegrityError(f"{path}: holds {type(data).__name__}, not a JSON object; {FIX_HINT}")
-    return data
+    """A JSON object of an adapter folder; a missing file is a load error, a damaged one an integrity error."""
+    if not path.is_file():
+        raise AdapterLoadError(f"{path}: missing; {FIX_HINT}")
+    return read_json_object(path, AdapterIntegrityError, FIX_HINT)
 
 
 def read_adapter_meta(folder: str | Path) -> dict:

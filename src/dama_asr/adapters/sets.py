@@ -38,7 +38,14 @@ from torch import nn
 from dama_asr.atomic import atomic_dir, atomic_write_text
 from dama_asr.backbone.loading import Backbone
 from dama_asr.errors import DamaError
-from dama_asr.integrity import IntegrityError, read_manifest, verify_files, verify_manifest, write_manifest
+from dama_asr.integrity import (
+    IntegrityError,
+    read_json_object,
+    read_manifest,
+    verify_files,
+    verify_manifest,
+    write_manifest,
+)
 from dama_asr.languages import UnknownLanguageError, normalise_language
 from dama_asr.quiet import peft_quietly
 
@@ -115,15 +122,7 @@ def _language(code: str, where: str) -> str:
 
 
 def _read_json(path: Path, error: type[DamaError] = AdapterSetError) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(f"{path}: missing; {_FIX}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise error(f"{path}: not valid JSON ({err}); {_FIX}") from None
-    if not isinstance(data, dict):
-        raise error(f"{path}: holds {type(data).__name__}, not a JSON object; {_FIX}")
-    return data
+    return read_json_object(path, error, _FIX)
 
 
 def _check_weights(folder: Path) -> None:
