@@ -42,6 +42,14 @@ def add_adapter_args(p: argparse.ArgumentParser, method_default: str | None = "d
         default=None,
         help="also adapt the encoder (its outputs can then no longer be cached)",
     )
+    g.add_argument(
+        "--encoder-from",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --encoder, adapt encoder layers K.. only (1-based; default 1 = all); the frozen "
+        "layers below are run once per utterance and cached, not every step",
+    )
     g.add_argument("--lora-dropout", type=float, default=None)
 
 
@@ -61,7 +69,7 @@ def adapter_overrides_from_args(args: argparse.Namespace, uniform_rank: int | No
     names = {
         "method": "method", "r": "r", "r_high": "r_high", "r_low": "r_low", "theta1": "theta1",
         "theta2": "theta2", "alpha_policy": "alpha_policy", "alpha_ratio": "alpha_ratio", "alpha": "alpha",
-        "targets": "targets", "encoder": "encoder", "lora_dropout": "dropout",
+        "targets": "targets", "encoder": "encoder", "encoder_from": "encoder_from", "lora_dropout": "dropout",
     }  # fmt: skip
     out = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
     if getattr(args, "probe", None):

@@ -147,12 +147,17 @@ RESOLVED = {"lora": (64, 128.0), "lora-fa": (64, 128.0), "pissa": (64, 128.0), "
             "dama-no-bpp": (None, None), "dama-no-schedule": (0, None)}  # fmt: skip
 
 
+ADDED_SINCE = {"encoder_from": 1}
+
+
 @pytest.mark.parametrize("method", sorted(OLD_CELLS))
 def test_old_saved_configs_mean_the_same_and_resolve_only_r_and_alpha(method):
     old = OLD_CELLS[method]
     cfg = AdapterConfig.from_dict(old)
     new = cfg.to_dict()
-    assert list(new) == list(old)  # same keys, same order
+    # Same keys in the same order; fields added since (encoder_from) come with the value old runs had.
+    assert [k for k in new if k in old] == list(old)
+    assert {k: new[k] for k in new if k not in old} == ADDED_SINCE
     assert {k for k in old if old[k] != new[k]} <= {"r", "alpha"}
     assert (new["r"], new["alpha"]) == RESOLVED[method]
     assert AdapterConfig.from_dict(new) == cfg  # resolving again changes nothing

@@ -59,6 +59,9 @@ class AdapterConfig:
     empty: the method's default.  encoder: also adapt the encoder layers (uniform rank r_low for DAMA,
     r otherwise) at the targets' self-attention and feed-forward linears (`qv`: the encoder's q and v,
     peft's Whisper recipe); when False the encoder stays frozen and its outputs can be cached.
+    encoder_from: with `encoder`, the first encoder layer adapted (1-based; 1 = all of them). The layers
+    below stay frozen, and training caches their output instead of running them every step
+    (`dama_asr.features.encoder_prefix`).
     """
 
     method: str = "dama"
@@ -73,6 +76,7 @@ class AdapterConfig:
     dropout: float = 0.0
     targets: tuple[str, ...] = ()
     encoder: bool = False
+    encoder_from: int = 1
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +88,10 @@ class AdapterConfig:
             raise AdapterConfigError(f"alpha_policy: 'ratio' or 'fixed', got {self.alpha_policy!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise AdapterConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.encoder_from, int) or self.encoder_from < 1:
+            raise AdapterConfigError(f"encoder_from: a layer number >= 1, got {self.encoder_from!r}")
+        if self.encoder_from > 1 and not self.encoder:
+            raise AdapterConfigError("encoder_from: only with encoder adaptation (--encoder)")
         object.__setattr__(self, "targets", tuple(self.targets) or spec.default_targets)
         self.target_linears()  # validates names
         for name, value in spec.resolve(self).items():

@@ -15,6 +15,7 @@ from dama_asr.adapters.config import ENCODER_LINEARS, AdapterConfig, AdapterConf
 from dama_asr.adapters.registry import get_method
 
 if TYPE_CHECKING:
+    from torch import nn
     from transformers import WhisperConfig
 
 # How A and B start (B is zero unless the init says otherwise).
@@ -90,15 +91,17 @@ def rows_for(
 ) -> list[ModulePlan]:
     """One row per targeted linear of every layer of `side`; choose(layer, depth) -> LayerChoice, 1-based.
 
-    The encoder has no cross-attention: there the targets' self-attention and feed-forward linears apply.
+    The encoder has no cross-attention: there the targets' self-attention and feed-forward linears apply,
+    from layer `cfg.encoder_from` up.
     """
     chosen = cfg.target_linears()
     if side == "decoder":
         depth, linears = config.decoder_layers, chosen
     else:
         depth, linears = config.encoder_layers, tuple(t for t in ENCODER_LINEARS if t in chosen)
+    first = 1 if side == "decoder" else first_encoder_layer(config, cfg)
     rows = []
-    for layer in range(1, depth + 1):
+    for layer in range(first, depth + 1):
         c = choose(layer, depth)
         for linear in linears:
             fan_in, fan_out = linear_shape(config, side, linear)
@@ -123,6 +126,15 @@ def rows_for(
     return rows
 
 
+def first_encoder_layer(config: WhisperConfig, cfg: AdapterConfig) -> int:
+    """The first adapted encoder layer (1-based), refused when the encoder has no such layer."""
+    if cfg.encoder_from > config.encoder_layers:
+        raise AdapterConfigError(
+            f"encoder_from: {cfg.encoder_from}, but the encoder has {config.encoder_layers} layers"
+        )
+    return cfg.encoder_from
+
+
 def check_ranks(rows: list[ModulePlan]) -> list[ModulePlan]:
     """A low-rank factor pair cannot be wider than its layer: refuse, naming the first such module."""
     for row in rows:
@@ -139,15 +151,26 @@ def plan_modules(config: WhisperConfig, cfg: AdapterConfig) -> list[ModulePlan]:
     return get_method(cfg.method).plan(config, cfg)
 
 
-def full_trainable_parameters(config: WhisperConfig, encoder: bool) -> int:
-    """Parameters full fine-tuning trains: the decoder (embeddings included), plus the encoder if asked."""
+def full_trainable_parameters(config: WhisperConfig, cfg: AdapterConfig) -> int:
+    """Parameters full fine-tuning trains: the decoder (embeddings included), plus the encoder if asked
+    (from layer `encoder_from` up, with the final layer norm)."""
     from dama_asr.backbone.configs import meta_model
 
     model = meta_model(config)
     n = sum(p.numel() for p in model.model.decoder.parameters())
-    if encoder:
-        n += sum(p.numel() for p in model.model.encoder.parameters())
+    if cfg.encoder:
+        n += sum(p.numel() for p in trainable_encoder_part(model.model.encoder, cfg).parameters())
     return n
+
+
+def trainable_encoder_part(encoder: nn.Module, cfg: AdapterConfig) -> nn.Module:
+    """What full fine-tuning trains of the encoder: all of it, or layers encoder_from.. and the norm."""
+    from torch import nn
+
+    if cfg.encoder_from <= 1:
+        return encoder
+    first = first_encoder_layer(encoder.config, cfg)
+    return nn.ModuleList([*list(encoder.layers)[first - 1 :], encoder.layer_norm])
 
 
 def trainable_parameters(config: WhisperConfig, cfg: AdapterConfig) -> int:

@@ -119,7 +119,8 @@ class TrainConfig:
     precision: 'auto' (bf16 autocast where the hardware computes bf16 natively, else float32), 'no'
     (float32), 'bf16' or 'fp16' (forced; fp16 falls back to float32 on a CPU). The summary records
     the precision that ran.
-    encoder_cache: reuse cached encoder outputs when the adapter leaves the encoder frozen.
+    encoder_cache: reuse cached encoder outputs when the adapter leaves the encoder frozen, and the
+    frozen bottom's outputs when it adapts only encoder layers >= adapter.encoder_from.
     cross_kv_cache_gib: with the encoder cache, keep the frozen cross-attention keys/values of up to this
     many GiB of utterances in RAM (-1 = a quarter of the available RAM on a CPU, none on a GPU; 0 = off,
     the default: at 18 MB per utterance it saves about a fifth of a cached bf16 step, and memory matters
@@ -180,6 +181,13 @@ class TrainConfig:
     @property
     def uses_encoder_cache(self) -> bool:
         return self.encoder_cache and not self.adapter.adapts_encoder
+
+    @property
+    def cached_encoder_layers(self) -> int:
+        """How many frozen bottom encoder layers are cached (0: none; the encoder runs every step)."""
+        if self.encoder_cache and self.adapter.adapts_encoder and self.adapter.encoder_from > 1:
+            return self.adapter.encoder_from - 1
+        return 0
 
     @property
     def run_dir(self) -> Path:

@@ -28,6 +28,7 @@ from dama_asr.evaluate import evaluate_items
 from dama_asr.faults import crash_point
 from dama_asr.features.cross_kv import CrossKV
 from dama_asr.features.encoder_cache import EncoderCache, utterance_key
+from dama_asr.features.encoder_prefix import install_prefix_entry, remove_prefix_entry
 from dama_asr.features.log_mel import log_mel_items
 from dama_asr.inference.decoding import DecodingOptions
 from dama_asr.locks import FolderLock
@@ -80,6 +81,11 @@ class Trainer:
             raise
 
     def release(self) -> None:
+        model = getattr(self, "model", None)
+        if model is not None and getattr(
+            self, "bottom_layers", 0
+        ):  # the model may outlive the run (benchmarks, the API)
+            remove_prefix_entry(base_model_of(self.accelerator.unwrap_model(model)).model.encoder)
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -128,6 +134,7 @@ class Trainer:
         if resume:
             self.log.truncate_after(self.state["global_step"])  # 0 when starting over
         self.cache: EncoderCache | None = None
+        self.bottom_layers = config.cached_encoder_layers  # > 0: self.cache holds the frozen bottom's output
         self.cross_kv: CrossKV | None = None
         self.objective: Objective = get_objective(config.objective)
         self._objective_ready = False
@@ -165,6 +172,11 @@ class Trainer:
         if self.is_main:
             atomic_write_text(saved, self.config.to_yaml())
 
+    @property
+    def _output_cache(self) -> EncoderCache | None:
+        """The cache of the encoder's outputs (None when the encoder adapts, even if its bottom is cached)."""
+        return None if self.bottom_layers else self.cache
+
     # ---- the step ------------------------------------------------------------------------------
     def _model_inputs(self, indices: list[int]) -> dict:
         examples = [self.data.examples[i] for i in indices]
@@ -174,7 +186,11 @@ class Trainer:
         dtype = next(self.model.parameters()).dtype
         inputs = {"decoder_input_ids": batch["decoder_input_ids"].to(device), "use_cache": False}
         kv = None
-        if self.cache is not None:
+        if self.cache is not None and self.bottom_layers:
+            keys = [utterance_key(e.item.audio) for e in examples]
+            # The encoder's prefix entry runs only its adapted layers on these (features.encoder_prefix).
+            inputs["input_features"] = self.cache.get(keys).to(device, dtype=dtype)  # (B, 1500, D)
+        elif self.cache is not None:
             keys = [utterance_key(e.item.audio) for e in examples]
             hidden = self.cache.get(keys).to(device, dtype=dtype)  # (B, 1500, D)
             inputs["encoder_outputs"] = (hidden,)
@@ -193,7 +209,7 @@ class Trainer:
         if not self._objective_ready:
             self.objective.prepare(ObjectiveSetup(
                 config=self.config, backbone=self.backbone, model=unwrapped, examples=self.data.examples,
-                device=self.accelerator.device, encoder_cache=self.cache,
+                device=self.accelerator.device, encoder_cache=self._output_cache,
             ))  # fmt: skip
             self._objective_ready = True
         return StepModel(module=self.model, head=base_model_of(unwrapped).proj_out, cross_kv=self.cross_kv)
@@ -292,7 +308,7 @@ class Trainer:
             result = evaluate_items(
                 backbone, self.data.dev, DecodingOptions(beam_size=ev.beam_size, batch_size=ev.batch_size),
                 # With a frozen encoder the dev set is encoded once, not every epoch.
-                reuse_encoder_outputs=self.cache is not None,
+                reuse_encoder_outputs=self._output_cache is not None,
             )  # fmt: skip
         unwrapped.train()
         crash_point("dev-eval")  # evaluated, nothing recorded yet
@@ -386,15 +402,19 @@ class Trainer:
         """Train to the end (or early stop, or stop_after_steps); returns the summary."""
         start_run = time.perf_counter()
         cache_seconds = 0.0
-        if self.config.uses_encoder_cache:
+        if self.config.uses_encoder_cache or self.bottom_layers:
             t0 = time.perf_counter()
             self.cache, _, encoded = build_encoder_cache(
-                self.accelerator, self.backbone, self.data.examples, self.config.eval.batch_size
-            )
+                self.accelerator, self.backbone, self.data.examples, self.config.eval.batch_size,
+                bottom_layers=self.bottom_layers,
+            )  # fmt: skip
             unwrapped = self.accelerator.unwrap_model(self.model)
-            self.cross_kv = build_cross_kv(
-                self.config, unwrapped, self.cache, self.data.examples, self.precision
-            )
+            if self.bottom_layers:
+                install_prefix_entry(base_model_of(unwrapped).model.encoder, self.bottom_layers)
+            else:
+                self.cross_kv = build_cross_kv(
+                    self.config, unwrapped, self.cache, self.data.examples, self.precision
+                )
             cache_seconds = time.perf_counter() - t0  # encoding and the K/V projections: the cold-cache cost
             self.state["cache_seconds"] += cache_seconds
             self.state.setdefault("cache_encoded", 0)
@@ -453,7 +473,8 @@ class Trainer:
             "best_epoch": state["best_epoch"],
             "best_dev_wer": state["best_wer"],
             "dev_wer_normaliser": self.config.eval.normaliser,
-            "encoder_cache": self.cache is not None,
+            "encoder_cache": self._output_cache is not None,
+            "encoder_cached_layers": self.bottom_layers if self.cache is not None else 0,
             "encoder_cache_build_seconds": state["cache_seconds"],
             "encoder_cache_encoded": state.get("cache_encoded", 0),
             "cross_kv_cached_utterances": len(self.cross_kv) if self.cross_kv else 0,

@@ -27,6 +27,7 @@ from dama_asr.features.encoder_cache import (
     utterance_key,
     whisper_fingerprint,
 )
+from dama_asr.features.encoder_prefix import check_prefix, prefix_fingerprint, prefix_function
 from dama_asr.precision import compute_dtype, hold_frozen_weights, resolve_precision
 from dama_asr.train.config import OptimConfig, TrainConfig
 from dama_asr.train.data import Example, model_item_languages, prepare_examples
@@ -165,28 +166,41 @@ def _with_crash_point(update):
 
 
 def build_encoder_cache(
-    accelerator: Accelerator, backbone: Backbone, examples: Sequence[Example], batch_size: int
+    accelerator: Accelerator,
+    backbone: Backbone,
+    examples: Sequence[Example],
+    batch_size: int,
+    bottom_layers: int = 0,
 ) -> tuple[EncoderCache, float, int]:
     """Encode the missing utterances (split across processes), then every process reads the cache.
 
+    bottom_layers: 0 caches the encoder's output; k > 0 the hidden states after its frozen layer k (the
+    bottom of an encoder adapted from layer k+1, `features.encoder_prefix`).
     Returns (cache, seconds this process spent encoding, number of utterances encoded by all processes).
     """
     whisper = base_model_of(backbone.model)
     fe = backbone.processor.feature_extractor
-    cache = EncoderCache(whisper_fingerprint(whisper, fe, backbone.precision))
+    if bottom_layers:
+        check_prefix(whisper, bottom_layers)
+        fingerprint = prefix_fingerprint(whisper, fe, backbone.precision, bottom_layers)
+        encode = prefix_function(whisper, fe, accelerator.device, backbone.precision, bottom_layers)
+    else:
+        fingerprint = whisper_fingerprint(whisper, fe, backbone.precision)
+        encode = encoder_function(whisper, fe, accelerator.device, backbone.precision)
+    cache = EncoderCache(
+        fingerprint, frame_shape=(whisper.config.max_source_positions, whisper.config.d_model)
+    )
     items = [e.item for e in examples]
     keys = [utterance_key(item.audio) for item in items]
     missing = set(cache.missing(keys))
     mine = [(k, item) for k, item in zip(keys, items, strict=True) if k in missing]
     mine = mine[accelerator.process_index :: accelerator.num_processes]
-    encode = encoder_function(whisper, fe, accelerator.device, backbone.precision)
     # A shard that goes bad mid-run (a disk error, `dama cache prune` meanwhile) is re-encoded, not fatal.
     cache.attach_encoder(items, keys, encode, batch_size)
     from tqdm.auto import tqdm
 
-    with tqdm(
-        total=len(mine), desc="encoder cache", unit="utt", disable=not accelerator.is_main_process
-    ) as bar:
+    desc = f"encoder layers 1-{bottom_layers} cache" if bottom_layers else "encoder cache"
+    with tqdm(total=len(mine), desc=desc, unit="utt", disable=not accelerator.is_main_process) as bar:
         _, seconds = fill_cache(
             cache,
             [i for _, i in mine],

@@ -29,13 +29,15 @@ class Full(MethodSpec):
     def trainable_parameters(self, config: WhisperConfig, cfg: AdapterConfig) -> int:
         from dama_asr.adapters.plan import full_trainable_parameters
 
-        return full_trainable_parameters(config, cfg.encoder)
+        return full_trainable_parameters(config, cfg)
 
     def apply(self, model: WhisperForConditionalGeneration, cfg: AdapterConfig) -> nn.Module:
         model.requires_grad_(False)
         model.model.decoder.requires_grad_(True)
         if cfg.encoder:
-            model.model.encoder.requires_grad_(True)
+            from dama_asr.adapters.plan import trainable_encoder_part
+
+            trainable_encoder_part(model.model.encoder, cfg).requires_grad_(True)
         return model
 
     def load(self, base: WhisperForConditionalGeneration, folder: Path) -> nn.Module:
