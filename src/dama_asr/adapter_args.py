@@ -8,11 +8,14 @@ from dama_asr.adapters.config import AdapterConfig, AdapterConfigError
 from dama_asr.adapters.registry import UnknownMethodError, get_method, method_names
 
 
-def add_adapter_args(p: argparse.ArgumentParser, method_default: str | None = "dama") -> None:
+def add_adapter_args(
+    p: argparse.ArgumentParser, method_default: str | None = "dama", extra_methods: tuple[str, ...] = ()
+) -> None:
     """The adapter flags. Every default is None (unset), so a recipe's values survive unset flags;
-    `method_default` is None for verbs that read a recipe (`dama train`)."""
+    `method_default` is None for verbs that read a recipe (`dama train`). `extra_methods`: names the
+    verb accepts beyond the registry's adapter methods (`dama train`'s multi-adapter systems)."""
     g = p.add_argument_group("adapter")
-    g.add_argument("--method", default=method_default, choices=method_names())
+    g.add_argument("--method", default=method_default, choices=(*method_names(), *extra_methods))
     g.add_argument(
         "--r",
         type=int,

@@ -30,11 +30,15 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
         language=args.language, beam_size=args.beam_size, batch_size=args.batch_size, task=args.task
     )
     if backbone.routes_by_language:
-        if not args.language:
-            raise UserError("--adapter-set needs --language: it picks which language's adapter decodes")
-        from dama_asr.inference.routing import transcribe_routed
+        from dama_asr.inference.routing import set_languages, transcribe_detected, transcribe_routed
 
-        transcripts = transcribe_routed(backbone, audios, [args.language] * len(audios), options)
+        if args.language:
+            transcripts = transcribe_routed(backbone, audios, [args.language] * len(audios), options)
+        else:
+            held = ", ".join(set_languages(backbone.model))
+            note = "note: no --language: each file goes to the adapter of the language Whisper detects"
+            print(f"{note} among the set's ({held})", file=sys.stderr)
+            transcripts = transcribe_detected(backbone, audios, options)
     else:
         transcripts = transcribe(backbone, audios, options)
     for name, tr in zip(names, transcripts, strict=True):
@@ -78,8 +82,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
         reuse_encoder_outputs=args.encoder_cache,
         max_skipped=args.max_skipped,
         manifest=args.manifest,
+        route=args.route,
     )
     print(markdown_table(result))
+    routing = result.get("routing", {})
+    if routing.get("accuracy") is not None:
+        among = f"routing: {routing['route']} among {', '.join(routing['languages'])}"
+        counts = f"{routing['correct']} of {routing['utterances']}; confusion in the result JSON"
+        print(f"{among}, language-ID accuracy {routing['accuracy']:.1%} ({counts})")
     numbers = result["number_words"]
     if numbers["digits_kept"]:
         kept = ", ".join(numbers["digits_kept"])
@@ -104,7 +114,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio files, one line per file")
     p.add_argument("audio", nargs="+")
-    p.add_argument("--language", help="force a language (Whisper code such as cy); default: detect")
+    p.add_argument(
+        "--language",
+        help="force a language (Whisper code such as cy); default: detect (with --adapter-set: among the "
+        "set's languages, and route each file to the detected language's adapter)",
+    )
     p.add_argument(
         "--task", default="transcribe", choices=["transcribe", "translate"], help="translate: into English"
     )
@@ -117,6 +131,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="result JSON path (default: next to the manifest)")
     p.add_argument("--limit", type=int, help="only the first N utterances")
     p.add_argument("--detect-language", action="store_true", help="do not force the manifest's language")
+    p.add_argument(
+        "--route",
+        default="given",
+        choices=["given", "whisper-lid"],
+        help="with --adapter-set, which adapter decodes each utterance: given (default) = its manifest "
+        "language's (a language the set lacks is an error); whisper-lid = the language the base Whisper "
+        "detects among the set's, which also prompts the decoder (an utterance in a language the set "
+        "lacks goes to its nearest member, with a warning, and is left out of the LID accuracy). WER is "
+        "scored by the manifest language either way",
+    )
     p.add_argument(
         "--max-skipped",
         default="0",

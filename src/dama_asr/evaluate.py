@@ -3,6 +3,10 @@
 Every item is scored or skipped with a reason. A skipped item leaves the denominator, so the WER of
 the rest is optimistic: callers bound how many may be skipped (`max_skipped`), scoring nothing is an
 error, and a result holding a non-finite number is never written.
+
+An adapter set decodes each utterance with the adapter of its manifest language (route "given") or of
+the language the base Whisper detects among the set's (route "whisper-lid"; `inference.routing`, whose
+docstring says what happens to languages outside the set). WER is always grouped by the manifest's.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ class EvaluationError(DamaError, ValueError):
 class ScoredUtterance:
     """One scored item. `language`: the manifest's (results are grouped by it); `decoded_language`:
     the one the model decoded in (the manifest's when forced, else detected).  wer/cer: Whisper-normalised.
-    `suspicious_reasons`: the rules its output broke (transcribe.SUSPICIOUS_REASONS)."""
+    `suspicious_reasons`: the rules its output broke (transcribe.SUSPICIOUS_REASONS).
+    `detected_language`: an adapter set's detected route language (route "whisper-lid"), else None."""
 
     id: str
     language: str
@@ -60,6 +65,7 @@ class ScoredUtterance:
     long_form: bool = False
     suspicious_reasons: list[str] = field(default_factory=list)  # a list: the result is JSON
     decoded_language: str | None = None
+    detected_language: str | None = None
 
 
 def _rates(items: list[ScoredUtterance], normaliser: str) -> dict:
@@ -233,6 +239,25 @@ def _cached_encoder_lookup(
     return lambda positions: lookup([index_in_cache[i] for i in positions])
 
 
+def _check_set_route(
+    backbone: Backbone, items: list[Utterance], force_language: bool, route: str, source: str
+) -> None:
+    """Before any audio is read: the route fits the model, and under "given" the set covers the items."""
+    from dama_asr.inference.routing import GIVEN, LANGUAGE_ROUTES, check_set_covers
+
+    if route not in LANGUAGE_ROUTES:
+        raise EvaluationError(f"route {route!r}: one of {', '.join(LANGUAGE_ROUTES)}")
+    if not backbone.routes_by_language:
+        raise EvaluationError(f"route {route!r} picks an adapter set's adapter; load a set (--adapter-set)")
+    if not force_language:
+        raise EvaluationError(
+            f"{source}: an adapter set routes each utterance by its manifest language or by Whisper's "
+            "detection (--route whisper-lid); drop --detect-language"
+        )
+    if route == GIVEN:
+        check_set_covers(backbone, [u.language for u in items], [u.id for u in items], source)
+
+
 def _decoding_record(options: DecodingOptions, transcripts: list[Transcript], force_language: bool) -> dict:
     """The options, with the language(s) actually decoded in, not the per-run option (None when each
     item's own language was forced)."""
@@ -267,6 +292,7 @@ def evaluate_items(
     reuse_encoder_outputs: bool = False,
     max_skipped: int | float | str | None = None,
     manifest: str | Path | None = None,
+    route: str = "given",
 ) -> dict:
     """Transcribe and score `items`; bad items are skipped and counted, within `max_skipped`.
 
@@ -281,6 +307,11 @@ def evaluate_items(
     for models whose encoder is frozen and that are scored on the same audio again and again (dev WER
     every epoch, a study's test set in every cell). The cache holds float16, so hypotheses can differ
     very slightly from a float32 encoder pass.
+
+    `route`, for an adapter set: "given" (the manifest's language picks the adapter) or "whisper-lid"
+    (Whisper's detection among the set's languages does); the result then holds "routing" as
+    `inference.routing.transcribe_set` records it (under "whisper-lid": "accuracy", "confusion" {true:
+    {detected: n}}, "outside_set"), and each utterance its "detected_language".
 
     The result, besides the scores ("by_language", "worst", "utterances"), holds the stable keys
     "items_total" (items given) and "skipped": {"total", "counts" (by reason), "examples" (by reason,
@@ -297,6 +328,8 @@ def evaluate_items(
     parse_max_skipped(max_skipped)  # a bad limit fails before any audio is read
     if force_language:
         _check_languages(backbone, items, manifest)
+    if backbone.routes_by_language or route != "given":
+        _check_set_route(backbone, items, force_language, route, source)
     skipped = SkippedItems()
     kept, audios = _load_items(items, skipped)
     _check_skipped(skipped, len(items), max_skipped, source)
@@ -304,16 +337,12 @@ def evaluate_items(
     encoder_outputs = (
         _cached_encoder_lookup(backbone, kept, audios, options.batch_size) if reuse_encoder_outputs else None
     )
+    routing = None
     if backbone.routes_by_language:
-        # An adapter set: each utterance is decoded by its own language's adapter.
-        if not force_language:
-            raise EvaluationError(
-                f"{source}: an adapter set routes each utterance by its manifest language; "
-                "drop --detect-language"
-            )
-        from dama_asr.inference.routing import transcribe_routed
+        # An adapter set: each utterance is decoded by its manifest or detected language's adapter.
+        from dama_asr.inference.routing import transcribe_set
 
-        transcripts = transcribe_routed(backbone, audios, languages, options)
+        transcripts, routing = transcribe_set(backbone, audios, languages, options, by=route)
     else:
         with tqdm(total=len(kept), desc="transcribing", unit="utt") as bar:
             transcripts = transcribe(
@@ -339,12 +368,13 @@ def evaluate_items(
                 long_form=tr.long_form,
                 suspicious_reasons=list(tr.suspicious_reasons),
                 decoded_language=tr.language,
+                detected_language=tr.language if route == "whisper-lid" else None,
             )
         )
     seconds = sum(len(a) for a in audios) / 16_000
     return {
         "model": backbone.name,
-        "decoding": _decoding_record(options, transcripts, force_language),
+        "decoding": _decoding_record(options, transcripts, force_language and route == "given"),
         "precision": backbone.precision,
         "audio_seconds": seconds,
         **summarise(scored),
@@ -355,6 +385,7 @@ def evaluate_items(
             "stalled": sum(tr.stalled for tr in transcripts),
         },
         "number_words": _number_words_record(scored),
+        **({"routing": routing} if routing is not None else {}),
         "utterances": [asdict(u) for u in scored],
     }
 

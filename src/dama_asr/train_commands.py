@@ -56,6 +56,7 @@ def config_from_args(args: argparse.Namespace):
     overrides |= {f"adapter.{k}": v for k, v in adapter_overrides_from_args(args).items()}
     if isinstance(overrides.get("adapter.targets"), str):
         overrides["adapter.targets"] = overrides["adapter.targets"].split(",")
+    overrides.update(getattr(args, "system_overrides", {}))  # --method experts/mole/kd-student
     overrides.update(_parse_set(args.set or []))
     return load_recipe(args.recipe, overrides)
 
@@ -131,8 +132,17 @@ def format_summary(summary: dict) -> str:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from dama_asr.train import train
+    from dama_asr.train_systems import needs_system_overrides, system_overrides
 
     # Every error a user can fix is a DamaError: the CLI prints it as one line and exits 2.
+    if needs_system_overrides(args.method):
+        args = system_overrides(args)
+    if getattr(args, "system", None) == "experts":
+        from dama_asr.train.experts import train_experts
+
+        summary = train_experts(config_from_args(args), languages=args.languages)
+        print(json.dumps(summary, indent=2, allow_nan=False) if args.json else _experts_lines(summary))
+        return
     summary = train(config_from_args(args), resume=args.resume)
     from accelerate import PartialState
 
@@ -142,6 +152,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2, allow_nan=False))
     else:
         print(format_summary(summary))
+
+
+def _experts_lines(summary: dict) -> str:
+    lines = [f"experts: {', '.join(summary['languages'])} -> {summary['experts']}"]
+    for lang, run in summary["runs"].items():
+        wer = "n/a" if run.get("best_dev_wer") is None else f"{run['best_dev_wer']:.1%}"
+        lines.append(f"  {lang}: dev WER {wer}, {run['steps']} steps, {run['wall_seconds']:.0f} s")
+    lines.append(f"trainable parameters, all experts: {summary['trainable_parameters']:,}")
+    return "\n".join(lines)
 
 
 def _bool_flag(p: argparse.ArgumentParser, name: str, help_text: str) -> None:
@@ -166,7 +185,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", help="training manifest (JSONL)")
     p.add_argument("--dev", help="dev manifest for WER each epoch and early stopping")
     p.add_argument("--out", help="run folder (config, logs, checkpoints, best/, final/, summary.json)")
-    add_adapter_args(p, method_default=None)
+    from dama_asr.train_systems import SYSTEMS, add_system_args
+
+    add_adapter_args(p, method_default=None, extra_methods=tuple(SYSTEMS))
+    add_system_args(p)
     p.add_argument("--epochs", type=int, help="passes over the training set")
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")

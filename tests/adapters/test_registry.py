@@ -93,13 +93,13 @@ def test_the_scan_sees_each_kind_of_comparison(tmp_path):
 def test_registry_lists_every_family_once_in_order():
     names = method_names()
     assert names == ("full", "lora", "lora-fa", "pissa", "milora", "dora", "vera",
-                     "dama", "dama-no-schedule", "dama-no-svd", "dama-no-bpp")  # fmt: skip
+                     "dama", "dama-no-schedule", "dama-no-svd", "dama-no-bpp", "mole")  # fmt: skip
     specs = all_methods()
     assert [s.name for s in specs] == list(names)
     assert len({s.colour for s in specs}) == len(specs), "two methods share a plot colour"
-    assert {s.family for s in specs} == {"full", "lora", "svd_residual", "dora", "vera", "dama"}
+    assert {s.family for s in specs} == {"full", "lora", "svd_residual", "dora", "vera", "dama", "mole"}
     assert all(s.label and s.summary for s in specs)
-    assert method_of_label("dama (bf16)") is get_method("dama") and method_of_label("mole") is None
+    assert method_of_label("dama (bf16)") is get_method("dama") and method_of_label("moe") is None
 
 
 def test_unknown_and_duplicate_methods_are_refused():

@@ -85,7 +85,9 @@ def test_encoder_from_is_checked_where_it_can_be() -> None:
     with pytest.raises(AdapterConfigError, match="encoder_from"):
         AdapterConfig(method="lora", r=8, encoder=True, encoder_from=0)
     with pytest.raises(AdapterConfigError, match="has 6 layers"):
-        plan_modules(known_config("whisper-base"), AdapterConfig(method="lora", r=8, encoder=True, encoder_from=7))
+        plan_modules(
+            known_config("whisper-base"), AdapterConfig(method="lora", r=8, encoder=True, encoder_from=7)
+        )
 
 
 def test_full_fine_tuning_freezes_the_bottom(tmp_path: Path) -> None:

@@ -174,11 +174,11 @@ def test_registry_names_objectives_and_config_validates_them(make_config) -> Non
     assert "asr" in objective_names()
     first, second = get_objective("asr"), get_objective("asr")
     assert isinstance(first, AsrObjective) and first is not second  # prepared state is per run
-    with pytest.raises(UnknownObjectiveError, match="unknown objective 'distill'; valid: .*asr") as err:
-        get_objective("distill")
+    with pytest.raises(UnknownObjectiveError, match="unknown objective 'contrastive'; valid: .*asr") as err:
+        get_objective("contrastive")
     assert isinstance(err.value, DamaError)
     with pytest.raises(ValueError, match="already registered"):
         register_objective("asr", AsrObjective)
-    with pytest.raises(TrainConfigError, match="objective: one of .*asr.*, got 'distill'"):
-        make_config(objective="distill")
+    with pytest.raises(TrainConfigError, match="objective: one of .*asr.*, got 'contrastive'"):
+        make_config(objective="contrastive")
     assert make_config().objective == "asr"

@@ -54,6 +54,15 @@ class MethodSpec:
     saves_full_model: bool = False
     # `r` is required (no default); uniform baselines given no --r by `dama plan` get rank 32.
     requires_rank: bool = False
+    # Built over saved language experts (`--experts DIR`): its options come from `experts_options`,
+    # and it trains with this objective and sampler unless the user says otherwise.
+    builds_on_experts: bool = False
+    default_objective: str | None = None
+    default_sampler: str | None = None
+
+    def experts_options(self, experts: Path, encoder_layers: int, **flags: Any) -> dict[str, Any]:
+        """`AdapterConfig.extra` for this method over the saved experts (methods that build on them)."""
+        raise NotImplementedError(f"method {self.name} does not build on experts")
 
     # ---- configuration -------------------------------------------------------------------------
     def resolve(self, cfg: AdapterConfig) -> dict[str, Any]:

@@ -11,11 +11,20 @@ give the same tokens; `choose_route` picks one:
 
 Clips over 30 s never take the mixed path: Whisper's long-form loop drops finished clips from the batch
 between windows, so a fixed list of adapter names would no longer line up with the rows.
+
+Where each utterance's language comes from (`transcribe_set`'s `by`): GIVEN takes the caller's (a
+manifest's) languages, and one the set has no adapter for is an error (`check_set_covers`).
+WHISPER_LID takes the base Whisper's own language identification among the set's languages
+(`inference.lid`, `transcribe_detected`): each utterance goes to the adapter of the language it sounds
+most like, and the decoder is prompted with that language. Speech in a language outside the set then
+goes to its nearest member, with a warning; it is counted apart and left out of the LID accuracy
+(it cannot be detected correctly).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
@@ -30,7 +39,10 @@ from torch import nn
 from dama_asr.adapters.sets import AdapterSetError, activate
 from dama_asr.backbone.loading import Backbone
 from dama_asr.inference.decoding import DecodingOptions, Transcript, transcribe
+from dama_asr.inference.lid import detect_languages, lid_summary
 from dama_asr.languages import UnknownLanguageError, normalise_language
+
+log = logging.getLogger(__name__)
 
 Route = Literal["mixed", "grouped"]
 MIXED: Route = "mixed"
@@ -39,18 +51,29 @@ GROUPED: Route = "grouped"
 _MIXED_LAYERS = (Linear, Embedding, Conv1d, Conv2d, Conv3d)
 # generate() keywords that hold one entry per row; the grouped path slices them with the rows.
 _PER_ROW = ("language", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
+# Where an utterance's language (so its adapter) comes from: given by the caller, or detected.
+GIVEN = "given"
+WHISPER_LID = "whisper-lid"
+LANGUAGE_ROUTES = (GIVEN, WHISPER_LID)
+
+
+def set_languages(model: nn.Module) -> list[str]:
+    """The names of the adapters a model holds: an adapter set's language codes."""
+    held = list(model.peft_config) if isinstance(model, PeftModel) else []
+    if not held:
+        raise AdapterSetError("routing needs a model holding named adapters; load an adapter set into it")
+    return held
 
 
 def adapter_names_for(model: nn.Module, languages: Sequence[str]) -> list[str]:
     """The adapter name of each utterance's language ('Welsh' -> 'cy'); an error names a missing one."""
-    held = list(model.peft_config) if isinstance(model, PeftModel) else []
-    if not held:
-        raise AdapterSetError("routing needs a model holding named adapters; load an adapter set into it")
+    held = set_languages(model)
     names = []
     for lang in languages:
         if lang is None:
             raise AdapterSetError(
-                "routing needs a language per utterance (it picks the adapter); detection is not routed"
+                "routing needs a language per utterance (it picks the adapter); without one, route by "
+                "Whisper's detection: transcribe_detected"
             )
         code = lang
         if code not in held:
@@ -185,3 +208,60 @@ def transcribe_routed(
             for i, transcript in zip(idx, part, strict=True):
                 results[i] = transcript
     return results  # type: ignore[return-value]
+
+
+def transcribe_detected(
+    backbone: Backbone, audios: Sequence[np.ndarray], options: DecodingOptions = DecodingOptions()
+) -> list[Transcript]:
+    """`transcribe_routed` with each utterance's language detected by the base Whisper among the set's
+    languages (`inference.lid.detect_languages`, on its first 30 s); `Transcript.language` is the
+    detected code. Speech in a language the set lacks goes to the language it sounds most like."""
+    detected = detect_languages(backbone, audios, set_languages(backbone.model), options.batch_size)
+    return transcribe_routed(backbone, audios, detected, options)
+
+
+def check_set_covers(backbone: Backbone, languages: Sequence[str], ids: Sequence[str], where: str) -> None:
+    """Raise, naming the set, the languages, the first utterance and the fixes, when the set has no
+    adapter for some of `languages` (one per utterance, `ids` naming them); before any decoding."""
+    held = set_languages(backbone.model)
+    missing: dict[str, list[str]] = {}
+    for lang, item_id in zip(languages, ids, strict=True):
+        code = lang if lang in held else normalise_language(lang)
+        if code not in held:
+            missing.setdefault(code, []).append(item_id)
+    if missing:
+        first = next(iter(missing.values()))[0]
+        raise AdapterSetError(
+            f"{where}: {sum(map(len, missing.values()))} utterance(s) in {', '.join(sorted(missing))} "
+            f"(first: {first!r}), which the adapter set {backbone.name} has no adapter for (it holds "
+            f"{', '.join(held)}); drop them, add an adapter for that language to the set, or route by "
+            "Whisper's detection (--route whisper-lid), which sends each to the set's nearest language"
+        )
+
+
+def transcribe_set(
+    backbone: Backbone,
+    audios: Sequence[np.ndarray],
+    languages: Sequence[str],
+    options: DecodingOptions = DecodingOptions(),
+    by: str = GIVEN,
+) -> tuple[list[Transcript], dict]:
+    """Transcripts of an adapter set, each utterance routed `by` its given language or Whisper's
+    detection (module docstring), and a record of the routing: {"route", "languages" (the set's)},
+    under WHISPER_LID with `lid_summary`'s accuracy and confusion against `languages` as the truth."""
+    if by not in LANGUAGE_ROUTES:
+        raise AdapterSetError(f"route {by!r}: one of {', '.join(LANGUAGE_ROUTES)}")
+    held = set_languages(backbone.model)
+    if by == GIVEN:
+        return transcribe_routed(backbone, audios, languages, options), {"route": by, "languages": held}
+    transcripts = transcribe_detected(backbone, audios, options)
+    true = [lang if lang in held else normalise_language(lang) for lang in languages]
+    summary = lid_summary(true, [tr.language for tr in transcripts], held)
+    outside = summary["outside_set"]
+    if outside["utterances"]:
+        counts = ", ".join(f"{code} {n}" for code, n in outside["languages"].items())
+        log.warning(
+            f"{outside['utterances']} utterance(s) in languages the adapter set has no adapter for ({counts}) "
+            "were routed to the detected language's adapter; left out of the LID accuracy"
+        )
+    return transcripts, {"route": by, **summary}

@@ -25,7 +25,7 @@ import yaml
 from dama_asr.adapters import AdapterConfig, AdapterConfigError
 from dama_asr.errors import DamaError
 from dama_asr.precision import PRECISIONS
-from dama_asr.train.objectives import objective_names
+from dama_asr.train.objectives import get_objective_class, objective_names
 from dama_asr.train.samplers import SAMPLERS
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -131,6 +131,7 @@ class TrainConfig:
     up to the largest) or 'language-homogeneous' (one language per batch, languages interleaved); the
     exact rules are in `dama_asr.train.samplers`.
     objective: the training loss by name (`dama_asr.train.objectives`): 'asr' = token cross-entropy.
+    objective_options: that objective's own options (its `option_defaults` list them), stored resolved.
     checkpoint_every: optimizer steps between checkpoints (0 = end of each epoch only); the last
     `keep_checkpoints` are kept.  stop_after_steps: stop (with a checkpoint) after this many optimizer
     steps; the schedule still spans all epochs, so `--resume` continues the same run.
@@ -152,6 +153,7 @@ class TrainConfig:
     mega_batch_factor: int = 50
     sampler: str = "length"
     objective: str = "asr"
+    objective_options: dict = field(default_factory=dict)
     encoder_cache: bool = True
     cross_kv_cache_gib: float = 0.0
     prompt_loss: bool = False
@@ -175,6 +177,11 @@ class TrainConfig:
             raise TrainConfigError(
                 f"objective: one of {', '.join(objective_names())}, got {self.objective!r}"
             )
+        try:
+            options = get_objective_class(self.objective).resolve_options(self.objective_options)
+        except ValueError as err:
+            raise TrainConfigError(str(err)) from None
+        object.__setattr__(self, "objective_options", options)
         if self.checkpoint_every < 0 or self.stop_after_steps < 0:
             raise TrainConfigError("checkpoint_every and stop_after_steps: must be >= 0")
 

@@ -104,6 +104,8 @@ class Trainer:
         self.data: RunData = load_run_data(config, self.backbone)
         set_seed(config.seed)  # adapter initialisation (LoRA's random A) follows the run's seed
         model = prepare_model(config, self.backbone, self.accelerator.device)
+        self.objective: Objective = get_objective(config.objective)
+        self.objective.init_model(model, config)  # before a checkpoint, which then wins on --resume
         self.world = self.accelerator.num_processes
         self.steps_per_epoch = steps_per_epoch(
             config, len(self.data.examples), self.world, self.data.languages
@@ -136,7 +138,6 @@ class Trainer:
         self.cache: EncoderCache | None = None
         self.bottom_layers = config.cached_encoder_layers  # > 0: self.cache holds the frozen bottom's output
         self.cross_kv: CrossKV | None = None
-        self.objective: Objective = get_objective(config.objective)
         self._objective_ready = False
 
     @property

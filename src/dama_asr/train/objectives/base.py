@@ -100,6 +100,43 @@ class Objective(abc.ABC):
     """
 
     name: str = ""
+    # The objective's options (TrainConfig.objective_options) and their defaults; none by default.
+    option_defaults: dict = {}  # noqa: RUF012 - read-only, overridden per subclass
+
+    @classmethod
+    def resolve_options(cls, options: dict) -> dict:
+        """The options with defaults filled in; ValueError naming an unknown key or a wrong type."""
+        if not isinstance(options, dict):
+            raise ValueError(f"objective_options: expected a mapping, got {options!r}")
+        unknown = sorted(set(options) - set(cls.option_defaults))
+        if unknown:
+            valid = ", ".join(sorted(cls.option_defaults)) or "none"
+            raise ValueError(
+                f"objective_options.{unknown[0]}: not an option of {cls.name!r} (valid: {valid})"
+            )
+        out = dict(cls.option_defaults)
+        for key, value in options.items():
+            default = cls.option_defaults[key]
+            if (
+                isinstance(default, float)
+                and isinstance(value, (int, float, str))
+                and not isinstance(value, bool)
+            ):
+                try:
+                    value = float(value)  # YAML 1.1 reads 1e-3 as a string
+                except ValueError:
+                    raise ValueError(f"objective_options.{key}: expected a number, got {value!r}") from None
+            elif default is not None and not isinstance(value, type(default)):
+                raise ValueError(f"objective_options.{key}: expected {type(default).__name__}, got {value!r}")
+            out[key] = value
+        return out
+
+    def init_model(self, model: nn.Module, config: TrainConfig) -> None:  # noqa: B027 - optional hook
+        """Set the trainable weights' starting values (a student from its teachers), once per run.
+
+        Called on the freshly adapted model before a checkpoint is restored, so `--resume` still
+        continues from the checkpoint's weights; the default keeps the adapter's own init.
+        """
 
     def prepare(self, setup: ObjectiveSetup) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Build what the objective needs once (a teacher, its cached outputs)."""

@@ -33,3 +33,11 @@ def get_objective(name: str) -> Objective:
     if objective.name != name:
         raise ValueError(f"objective registered as {name!r} calls itself {objective.name!r}")
     return objective
+
+
+def get_objective_class(name: str) -> type[Objective]:
+    """The class behind `name` (for its option defaults), without making an instance."""
+    if name not in _FACTORIES:
+        raise UnknownObjectiveError(f"unknown objective {name!r}; valid: {', '.join(objective_names())}")
+    factory = _FACTORIES[name]
+    return factory if isinstance(factory, type) else type(factory())
