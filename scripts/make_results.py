@@ -120,7 +120,7 @@ def _training_rows(modes: dict) -> list[str]:
     base = {k: modes[k]["samples_per_second"] for k in ("recipe-fp32", "recipe-bf16") if k in modes}
     rows = ["| mode | precision | allocator | utts | epochs run | cache s | train s | 3 epochs s | samples/s | "
             "x recipe fp32 | x recipe bf16 | peak RSS GiB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    order = ("recipe-fp32", "recipe-bf16", "lora-encoder", "dama-fp32", "dama-auto", "dama-auto-kv")
+    order = ("recipe-fp32", "recipe-bf16", "lora-encoder", "lora-encoder-top", "dama-fp32", "dama-auto", "dama-auto-kv")
     names = [m for m in order if m in modes]
     for name in names:
         m = modes[name]

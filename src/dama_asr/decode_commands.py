@@ -87,9 +87,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(markdown_table(result))
     routing = result.get("routing", {})
     if routing.get("accuracy") is not None:
-        among = f"routing: {routing['route']} among {', '.join(routing['languages'])}"
-        counts = f"{routing['correct']} of {routing['utterances']}; confusion in the result JSON"
-        print(f"{among}, language-ID accuracy {routing['accuracy']:.1%} ({counts})")
+        among = f" among {', '.join(routing['languages'])}" if "languages" in routing else ""
+        counts = f"{routing['correct']} of {routing['utterances']}; " if "correct" in routing else ""
+        print(
+            f"routing: {routing['route']}{among}, language-ID accuracy {routing['accuracy']:.1%} "
+            f"({counts}confusion in the result JSON)"
+        )
     numbers = result["number_words"]
     if numbers["digits_kept"]:
         kept = ", ".join(numbers["digits_kept"])

@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from dama_asr.accounting import SkippedItems
+from dama_asr.adapters.mole import mole_of
 from dama_asr.atomic import atomic_write_text
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import AudioError, load_audio
@@ -258,6 +259,37 @@ def _check_set_route(
         check_set_covers(backbone, [u.language for u in items], [u.id for u in items], source)
 
 
+MOLE_ROUTES = ("given", "router")
+
+
+def _check_mole_route(mole, items: list[Utterance], force_language: bool, route: str, source: str) -> None:
+    """A MoLE routes by the manifest's language ("given", language-aware) or by its own router."""
+    if route not in MOLE_ROUTES:
+        raise EvaluationError(f"route {route!r}: a MoLE routes by {' or '.join(MOLE_ROUTES)}")
+    if route == "given":
+        if not force_language:
+            raise EvaluationError(f"{source}: a language-agnostic MoLE evaluation is --route router")
+        mole.index_of(sorted({u.language for u in items}))  # an expert for every language, or one error
+
+
+def _transcribe_mole(backbone: Backbone, kept: list[Utterance], audios: list, route: str, options) -> tuple:
+    """MoLE transcripts and the routing record: under "router", its accuracy and confusion by true language."""
+    from dama_asr.inference.mole_decoding import transcribe_mole
+
+    given = [u.language for u in kept] if route == "given" else None
+    transcripts = transcribe_mole(backbone, audios, given, options)
+    confusion: dict[str, dict[str, int]] = {}
+    for item, tr in zip(kept, transcripts, strict=True):
+        row = confusion.setdefault(item.language, {})
+        row[tr.language] = row.get(tr.language, 0) + 1
+    right = sum(1 for item, tr in zip(kept, transcripts, strict=True) if tr.language == item.language)
+    return transcripts, {
+        "route": route,
+        "accuracy": right / len(kept) if kept else None,
+        "confusion": confusion,
+    }
+
+
 def _decoding_record(options: DecodingOptions, transcripts: list[Transcript], force_language: bool) -> dict:
     """The options, with the language(s) actually decoded in, not the per-run option (None when each
     item's own language was forced)."""
@@ -328,7 +360,10 @@ def evaluate_items(
     parse_max_skipped(max_skipped)  # a bad limit fails before any audio is read
     if force_language:
         _check_languages(backbone, items, manifest)
-    if backbone.routes_by_language or route != "given":
+    mole = mole_of(backbone.model)
+    if mole is not None:
+        _check_mole_route(mole, items, force_language, route, source)
+    elif backbone.routes_by_language or route != "given":
         _check_set_route(backbone, items, force_language, route, source)
     skipped = SkippedItems()
     kept, audios = _load_items(items, skipped)
@@ -338,7 +373,9 @@ def evaluate_items(
         _cached_encoder_lookup(backbone, kept, audios, options.batch_size) if reuse_encoder_outputs else None
     )
     routing = None
-    if backbone.routes_by_language:
+    if mole is not None:
+        transcripts, routing = _transcribe_mole(backbone, kept, audios, route, options)
+    elif backbone.routes_by_language:
         # An adapter set: each utterance is decoded by its manifest or detected language's adapter.
         from dama_asr.inference.routing import transcribe_set
 

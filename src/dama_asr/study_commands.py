@@ -15,9 +15,12 @@ SHARD_HELP = (
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from dama_asr.bench.config import load_study, parse_shard
+    from dama_asr.bench.experts_study import is_experts_study
     from dama_asr.bench.runner import StudyRunner
     from dama_asr.report import build_report, load_cell_results
 
+    if is_experts_study(Path(args.config)):
+        return _bench_experts(args)
     shard = parse_shard(args.shard) if args.shard else None
     study = load_study(args.config)
     study_dir = Path(args.study_dir) if args.study_dir else Path(args.config).parent
@@ -34,6 +37,27 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(f"study {study.name}: {progress.summary()}")
     if load_cell_results(study_dir):  # none yet when every selected cell is held elsewhere
         print(f"report: {build_report(study_dir)}")
+
+
+def _bench_experts(args: argparse.Namespace) -> None:
+    """A `kind: language-experts` study (bench/experts_study.py): cells in order, each resumable."""
+    from dama_asr.bench.experts_study import ExpertsStudyRunner, load_experts_study
+    from dama_asr.paths import dama_home
+
+    study = load_experts_study(Path(args.config))
+    study_dir = Path(args.study_dir) if args.study_dir else Path(args.config).parent
+    work = Path(args.work_dir) if args.work_dir else dama_home() / "bench" / study.name
+    runner = ExpertsStudyRunner(study, study_dir, work)
+    if args.list:
+        for cell in study.cell_ids():
+            print(f"{'done ' if (study_dir / 'cells' / f'{cell}.json').is_file() else 'todo '} {cell}")
+        return
+    done = runner.run(only=args.only)
+    left = [c for c in study.cell_ids() if not (study_dir / "cells" / f"{c}.json").is_file()]
+    print(
+        f"study {study.name}: {len(done)} cell(s) run now; {len(left)} left"
+        + (f" ({', '.join(left)})" if left else "")
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "dama_asr"
 PENDING = {
     ("demo.py", "dama"): "the demo study's `methods` dict (study data naming what to run)",
     ("demo.py", "lora"): "the demo study's `methods` dict (study data naming what to run)",
+    ("bench/experts_cells.py", "mole"): "the language-experts study's rows (study data naming what to run)",
 }
 LOOKUPS = ("startswith", "endswith", "removeprefix", "get", "pop", "setdefault")
 

@@ -109,3 +109,46 @@ def test_mole_trains_the_mix_and_router_and_routes_at_inference(experts_run: Pat
     alone = transcribe_mole(mole, audios[:1], [items[0].language], DecodingOptions())
     assert alone[0].tokens == aware[0].tokens
     assert torch.is_tensor(mole_of(model).mix.weights)
+
+
+@pytest.mark.parametrize("kd", ["layerwise", "output"])
+def test_kd_student_distils_the_experts_into_one_peft_lora(experts_run: Path, multilingual, tmp_path, kd):
+    train, dev = multilingual
+    out = tmp_path / f"student-{kd}"
+    args = ["train", "--model", "tiny-random", "--method", "kd-student", "--experts", str(experts_run),
+            "--r", "8", "--kd", kd, "--train", str(train), "--dev", str(dev), "--out", str(out), "--epochs", "1",
+            "--batch-size", "2", "--no-progress", "--max-dev", "2"]  # fmt: skip
+    assert main(args) == 0
+    config = (out / "config.yaml").read_text()
+    assert "objective: distill" in config and "sampler: language-homogeneous" in config
+    terms = set(read_log(out / "train_log.jsonl")[0]["loss_terms"])
+    assert terms == ({"token", "js", "hidden"} if kd == "layerwise" else {"token", "js"})
+    # The student is one standard peft LoRA on the experts' targets (encoder and decoder here).
+    from peft import PeftModel
+
+    student = PeftModel.from_pretrained(load_backbone("tiny-random").model, out / "final")
+    names = [n for n, _ in student.named_parameters() if "lora_A" in n]
+    assert any(".encoder." in n for n in names) and any(".decoder." in n for n in names)
+
+
+def test_evaluating_a_mole_records_how_its_router_routed(experts_run: Path, multilingual, tmp_path):
+    from dama_asr.backbone.loading import Backbone
+    from dama_asr.evaluate import EvaluationError, evaluate_items
+
+    train, dev = multilingual
+    out = tmp_path / "mole"
+    assert main(["train", "--model", "tiny-random", "--method", "mole", "--experts", str(experts_run),
+                 "--router-hidden", "8", "--train", str(train), "--dev", "", "--out", str(out), "--epochs", "1",
+                 "--batch-size", "3", "--no-progress"]) == 0  # fmt: skip
+    backbone = load_backbone("tiny-random")
+    mole = Backbone(load_adapted(backbone.model, out / "final"), backbone.processor, "mole", "no").ready_for_inference()
+    items = read_manifest(dev)
+    agnostic = evaluate_items(mole, items, route="router", force_language=False)
+    decoded = {u["id"]: u["decoded_language"] for u in agnostic["utterances"]}
+    right = sum(decoded[i.id] == i.language for i in items)
+    assert agnostic["routing"]["accuracy"] == pytest.approx(right / len(items))
+    assert sum(sum(row.values()) for row in agnostic["routing"]["confusion"].values()) == len(items)
+    aware = evaluate_items(mole, items, route="given")
+    assert aware["routing"]["accuracy"] == 1.0
+    with pytest.raises(EvaluationError, match="a MoLE routes by"):
+        evaluate_items(mole, items, route="whisper-lid")
