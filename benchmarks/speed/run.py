@@ -169,7 +169,7 @@ def train_mode(mode: str, manifest: Path, work: Path, recipe_epochs: int) -> dic
         total = cache + train
         return {"mode": mode, "utterances": n, "epochs_run": epochs, "cache_seconds": cache, "train_seconds": train,
                 "epoch_seconds": [h["train_seconds"] for h in summary["epochs"]],
-                "samples_per_second": n * epochs / total, "three_epoch_seconds": cache + train / epochs * 3,
+                "samples_per_second": n * 3 / (cache + train / epochs * 3), "three_epoch_seconds": cache + train / epochs * 3,
                 "three_epochs": "measured" if epochs == 3 else "extrapolated: the cache once, then constant cost per epoch",
                 "encoder_cached_layers": summary.get("encoder_cached_layers", 0),
                 "wall_seconds": wall, "peak_rss_gib": rss, "precision": summary["precision"],

@@ -19,7 +19,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--adapter-set",
         help="a folder of per-language adapters (dama_asr.AdapterSet): each utterance is decoded by its "
-        "own language's adapter (eval: the manifest's language; transcribe: --language)",
+        "own language's adapter (eval: the manifest's language, or --route whisper-lid; transcribe: "
+        "--language, else the language Whisper detects among the set's)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=8, help="utterances decoded together")

@@ -29,7 +29,19 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     options = DecodingOptions(
         language=args.language, beam_size=args.beam_size, batch_size=args.batch_size, task=args.task
     )
-    if backbone.routes_by_language:
+    from dama_asr.adapters.mole import mole_of
+
+    if mole_of(backbone.model) is not None:
+        from dama_asr.inference.mole_decoding import transcribe_mole
+
+        if not args.language:
+            print(
+                "note: no --language: the MoLE's router picks each file's expert and language",
+                file=sys.stderr,
+            )
+        given = [args.language] * len(audios) if args.language else None
+        transcripts = transcribe_mole(backbone, audios, given, options)
+    elif backbone.routes_by_language:
         from dama_asr.inference.routing import set_languages, transcribe_detected, transcribe_routed
 
         if args.language:
@@ -137,8 +149,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--route",
         default="given",
-        choices=["given", "whisper-lid"],
-        help="with --adapter-set, which adapter decodes each utterance: given (default) = its manifest "
+        choices=["given", "whisper-lid", "router"],
+        help="with a MoLE (--adapter MOLE_DIR): given (default) = language-aware, the manifest's "
+        "language routes; router = language-agnostic, its router picks the expert and the prompt's "
+        "language. With --adapter-set, which adapter decodes each utterance: given (default) = its manifest "
         "language's (a language the set lacks is an error); whisper-lid = the language the base Whisper "
         "detects among the set's, which also prompts the decoder (an utterance in a language the set "
         "lacks goes to its nearest member, with a warning, and is left out of the LID accuracy). WER is "

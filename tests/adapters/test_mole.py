@@ -147,3 +147,14 @@ def test_beam_search_rows_follow_their_utterance(tmp_path: Path) -> None:
                 input_features=features[i : i + 1], num_beams=2, max_new_tokens=3, language="en"
             )
         assert torch.equal(beams[i, : alone.shape[1]], alone[0])
+
+
+def test_a_mole_folder_on_another_backbone_is_refused(tmp_path: Path) -> None:
+    experts = tmp_path / "set"
+    _set(tmp_path, {"cy": _expert(1), "en": _expert(2)})
+    cfg = AdapterConfig(
+        method="mole", extra=mole_options(experts, encoder_layers=DEPTH, l1=2, router_hidden=8)
+    )
+    save_adapter(apply_adapter(_base(), cfg), cfg, tmp_path / "mole", base_model="tiny-random")
+    with pytest.raises(MoleError, match="another base model"):
+        load_adapted(tiny_whisper(seed=7, layers=DEPTH)[0], tmp_path / "mole")

@@ -54,6 +54,14 @@ def test_every_row_runs_and_a_rerun_runs_nothing(tmp_path: Path, capsys) -> None
         == 2 * one["trainable_parameters"]
         == cells["experts__seed0"]["trainable_parameters"]
     )
+    from dama_asr.report.experts_table import experts_table, routing_table
+
+    table = experts_table(study)
+    line = next(row for row in table.splitlines() if row.startswith("| MoLE language-agnostic |"))
+    assert f"{rows['MoLE language-agnostic']['average_wer']:.1%}" in line
+    assert "| experts (Whisper LID) |" in routing_table(
+        study
+    ) and "| MoLE language-aware |" not in routing_table(study)
     capsys.readouterr()
     assert main(args) == 0
     assert "0 cell(s) run now; 0 left" in capsys.readouterr().out

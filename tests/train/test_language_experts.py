@@ -141,7 +141,9 @@ def test_evaluating_a_mole_records_how_its_router_routed(experts_run: Path, mult
                  "--router-hidden", "8", "--train", str(train), "--dev", "", "--out", str(out), "--epochs", "1",
                  "--batch-size", "3", "--no-progress"]) == 0  # fmt: skip
     backbone = load_backbone("tiny-random")
-    mole = Backbone(load_adapted(backbone.model, out / "final"), backbone.processor, "mole", "no").ready_for_inference()
+    mole = Backbone(
+        load_adapted(backbone.model, out / "final"), backbone.processor, "mole", "no"
+    ).ready_for_inference()
     items = read_manifest(dev)
     agnostic = evaluate_items(mole, items, route="router", force_language=False)
     decoded = {u["id"]: u["decoded_language"] for u in agnostic["utterances"]}
@@ -152,3 +154,25 @@ def test_evaluating_a_mole_records_how_its_router_routed(experts_run: Path, mult
     assert aware["routing"]["accuracy"] == 1.0
     with pytest.raises(EvaluationError, match="a MoLE routes by"):
         evaluate_items(mole, items, route="whisper-lid")
+
+
+def test_eval_and_transcribe_take_a_mole_folder(experts_run: Path, multilingual, tmp_path, capsys):
+    train, dev = multilingual
+    out = tmp_path / "mole"
+    assert main(["train", "--model", "tiny-random", "--method", "mole", "--experts", str(experts_run),
+                 "--router-hidden", "8", "--train", str(train), "--dev", "", "--out", str(out), "--epochs", "1",
+                 "--batch-size", "3", "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    result = tmp_path / "eval.json"
+    assert main(["eval", "--model", "tiny-random", "--adapter", str(out / "final"), "--manifest", str(dev),
+                 "--route", "router", "--detect-language", "--out", str(result)]) == 0  # fmt: skip
+    assert "routing: router" in capsys.readouterr().out
+    assert json.loads(result.read_text())["routing"]["route"] == "router"
+    clip = read_manifest(dev)[0].audio
+    assert (
+        main(["transcribe", "--model", "tiny-random", "--adapter", str(out / "final"), clip, "--json"]) == 0
+    )
+    captured = capsys.readouterr()
+    assert (
+        "router picks" in captured.err and json.loads(captured.out.splitlines()[0])["language"] in LANGUAGES
+    )

@@ -421,6 +421,11 @@ def fill_generated(text: str, root: str | Path, where: str = "page") -> str:
             raise GeneratedBlockError(f"{where}: marker '{match['spec']}': {err}") from err
         params = dict(a.partition("=")[::2] for a in args)
         study = params.pop("study", "")
+        if kind in ("language-experts", "language-routing") and study:
+            from dama_asr.report.experts_table import experts_table, routing_table
+
+            table = experts_table if kind == "language-experts" else routing_table
+            return f"{match[1]}\n{table(Path(root) / study).strip()}\n\n{match[4]}"
         if kind not in GENERATORS or not study:
             raise GeneratedBlockError(
                 f"{where}: marker '{match['spec']}' needs a kind ({', '.join(GENERATORS)}) and study=FOLDER"
