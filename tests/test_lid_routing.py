@@ -328,3 +328,14 @@ def test_the_embedded_whisper_base_detects_english_speech():
     assert detect_languages(backbone, items) == ["en"] * len(items)
     ranking = mean_language_probabilities(backbone, items, ["cy", "en", "ka", "lt", "sl"])
     assert next(iter(ranking)) == "en" and ranking["en"] > 0.5
+
+
+def test_raw_audio_is_detected_under_bf16_autocast_too() -> None:
+    """The log-mel of raw arrays is computed outside autocast (numpy cannot hold bf16)."""
+    fp32 = load_backbone("tiny-random", precision="no")
+    bf16 = load_backbone("tiny-random", precision="bf16")
+    audios = [tone(1.0, 300.0), tone(1.5, 500.0)]
+    codes, probs = language_probabilities(bf16, audios, ["cy", "en", "de"])
+    _, reference = language_probabilities(fp32, audios, ["cy", "en", "de"])
+    assert codes == ["cy", "en", "de"] and probs.dtype == torch.float32
+    assert torch.allclose(probs.sum(-1), torch.ones(2)) and torch.allclose(probs, reference, atol=0.05)

@@ -44,10 +44,14 @@ _EXPORTS = {
     "TrainConfig": "dama_asr.train.config",
     "load_recipe": "dama_asr.train.config",
     "run_training": "dama_asr.train.loop",  # `train` itself would clash with the dama_asr.train package
+    "train_experts": "dama_asr.train.experts",
     # decoding and scoring
     "DecodingOptions": "dama_asr.inference.decoding",
     "transcribe": "dama_asr.inference.decoding",
     "transcribe_routed": "dama_asr.inference.routing",
+    "transcribe_mole": "dama_asr.inference.mole_decoding",
+    "detect_languages": "dama_asr.inference.lid",
+    "mean_language_probabilities": "dama_asr.inference.lid",
     "evaluate_items": "dama_asr.evaluate",
     "write_result": "dama_asr.evaluate",
     # probing

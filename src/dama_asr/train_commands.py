@@ -132,16 +132,17 @@ def format_summary(summary: dict) -> str:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from dama_asr.train import train
-    from dama_asr.train_systems import needs_system_overrides, system_overrides
+    from dama_asr.train_systems import needs_system_overrides, system_overrides, trains_per_language
 
     # Every error a user can fix is a DamaError: the CLI prints it as one line and exits 2.
     if needs_system_overrides(args.method):
         args = system_overrides(args)
-    if getattr(args, "system", None) == "experts":
+    if trains_per_language(getattr(args, "system", None)):  # experts, lora-whisper
         from dama_asr.train.experts import train_experts
 
         summary = train_experts(config_from_args(args), languages=args.languages)
-        print(json.dumps(summary, indent=2, allow_nan=False) if args.json else _experts_lines(summary))
+        text = _experts_lines(summary, args.system)
+        print(json.dumps(summary, indent=2, allow_nan=False) if args.json else text)
         return
     summary = train(config_from_args(args), resume=args.resume)
     from accelerate import PartialState
@@ -154,8 +155,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(format_summary(summary))
 
 
-def _experts_lines(summary: dict) -> str:
-    lines = [f"experts: {', '.join(summary['languages'])} -> {summary['experts']}"]
+def _experts_lines(summary: dict, system: str = "experts") -> str:
+    lines = [f"{system}: {', '.join(summary['languages'])} -> {summary['experts']}"]
     for lang, run in summary["runs"].items():
         wer = "n/a" if run.get("best_dev_wer") is None else f"{run['best_dev_wer']:.1%}"
         lines.append(f"  {lang}: dev WER {wer}, {run['steps']} steps, {run['wall_seconds']:.0f} s")

@@ -1,8 +1,11 @@
-"""`dama train --method experts | mole | kd-student`: the language-experts systems as training runs.
+"""`dama train --method experts | lora-whisper | mole | kd-student`: the language-experts systems as runs.
 
 Each is the ordinary trainer with settings filled in from the experts (user flags and --set still win):
 - experts:    one LoRA per language (`train.experts`), rank 64 on encoder and decoder by default
               (the paper's experts; `--no-encoder` keeps the encoder frozen and cached);
+- lora-whisper: the same system with LoRA-Whisper's placement (arXiv 2406.06619): one LoRA per
+              language, rank 32 on every linear of encoder and decoder by default; `dama expand`
+              adds a language to the set it saves;
 - mole:       adapter `mole` over `--experts DIR` (l1 merged encoder layers, `--l1`), objective
               `router` (token loss + the router's language-ID loss), language-balanced batches;
 - kd-student: one multilingual LoRA (rank 256 by default) on the experts' targets, objective
@@ -19,18 +22,28 @@ from dama_asr.errors import UserError
 
 SYSTEMS = {
     "experts": "one LoRA expert per language of the manifest, saved as one adapter set",
+    "lora-whisper": "LoRA-Whisper: one LoRA per language on encoder and decoder (rank 32), as one adapter set",
     "kd-student": "one multilingual LoRA distilled from the experts (layer-wise or output-only)",
 }
 EXPERT_RANK = 64
 STUDENT_RANK = 256
+# The systems that train one LoRA per language into a set (`train.experts`), and their default ranks.
+PER_LANGUAGE_RANKS = {"experts": EXPERT_RANK, "lora-whisper": 32}
+
+
+def trains_per_language(system: str | None) -> bool:
+    """Whether `dama train --method <system>` trains one LoRA per language (`train_experts`)."""
+    return system in PER_LANGUAGE_RANKS
 
 
 def add_system_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
-        "language experts (--method experts, kd-student, and methods built on experts: mole)"
+        "language experts (--method experts, lora-whisper, kd-student, and methods built on experts: mole)"
     )
     g.add_argument("--experts", help="the experts' adapter set (DIR/experts of `--method experts`)")
-    g.add_argument("--languages", nargs="+", help="experts: train only these languages (default: all)")
+    g.add_argument(
+        "--languages", nargs="+", help="experts, lora-whisper: train only these languages (default: all)"
+    )
     g.add_argument("--l1", type=int, help="mole: encoder layers merged (default: half the encoder, "
                    "or all of it when the experts leave the encoder frozen)")  # fmt: skip
     g.add_argument("--router-hidden", type=int, default=256, help="mole: the router MLP's width")
@@ -78,11 +91,13 @@ def system_overrides(args: argparse.Namespace) -> argparse.Namespace:
     args.system = args.method
     given = _user_set_keys(args)
     out: dict = {}
-    if args.method == "experts":
-        args.method = "lora"
-        args.r = args.r or EXPERT_RANK
+    if trains_per_language(args.method):
+        args.r = args.r or PER_LANGUAGE_RANKS[args.method]
         if args.encoder is None:
             args.encoder = True
+        if args.method == "lora-whisper" and args.targets is None:
+            args.targets = "all"  # the paper's placement: every linear, whatever a recipe says
+        args.method = "lora"
     elif args.method == "kd-student":
         folder = _experts_dir(args)
         expert = _expert_adapter(folder)

@@ -21,6 +21,7 @@ PENDING = {
     ("demo.py", "dama"): "the demo study's `methods` dict (study data naming what to run)",
     ("demo.py", "lora"): "the demo study's `methods` dict (study data naming what to run)",
     ("bench/experts_cells.py", "mole"): "the language-experts study's rows (study data naming what to run)",
+    ("bench/experts_study.py", "mole"): "the language-experts study config's `mole` section (study data)",
 }
 LOOKUPS = ("startswith", "endswith", "removeprefix", "get", "pop", "setdefault")
 

@@ -129,13 +129,17 @@ def language_probabilities(
         tqdm(total=n, desc="detecting language", unit="utt", leave=False, disable=n <= batch_size) as bar,
         _adapters_off(model),
         torch.no_grad(),
-        backbone.autocast(),
     ):
         for start in range(0, n, batch_size):
+            # Log-mel outside autocast: the feature extractor's torch matmul would come out bf16 there,
+            # which numpy (its output) cannot hold.
             features = _features(backbone, inputs, start, start + batch_size).to(backbone.device, dtype=dtype)
             # (B, mels, 3000) -> one step from <|startoftranscript|>: logits (B, V) for the first token
             sot = torch.full((features.shape[0], 1), config.decoder_start_token_id, device=backbone.device)
-            logits = whisper(input_features=features, decoder_input_ids=sot, use_cache=False).logits[:, -1]
+            with backbone.autocast():
+                logits = whisper(input_features=features, decoder_input_ids=sot, use_cache=False).logits[
+                    :, -1
+                ]
             lang_logits = logits[:, token_ids.to(logits.device)].float()  # (B, K)
             rows.append(torch.softmax(lang_logits, dim=-1).cpu())
             bar.update(features.shape[0])

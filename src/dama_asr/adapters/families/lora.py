@@ -15,6 +15,8 @@ from dama_asr.adapters.plan import INIT_DEFAULT, LayerChoice, ModulePlan, check_
 from dama_asr.adapters.registry import MethodSpec, register
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from torch import nn
     from transformers import WhisperConfig, WhisperForConditionalGeneration
@@ -81,11 +83,47 @@ class LoraFamily(MethodSpec):
 
 
 class Lora(LoraFamily):
+    """Plain LoRA. It may start from saved LoRAs (`AdapterConfig.extra["start"]`: LoRA-Whisper's warm
+    start and LoRA MoE, `dama_asr.adapters.lora_start`); without that, from peft's own init."""
+
     name = "lora"
     label = "LoRA"
     colour = "#1f77b4"
     order = 10
     summary = "LoRA: a trainable low-rank update B A (rank r) on each targeted linear."
+
+    def resolve(self, cfg: AdapterConfig) -> dict[str, Any]:
+        resolved = super().resolve(cfg)
+        _start_of(cfg)  # validates extra["start"]
+        return resolved
+
+    def trainable_parameters(self, config: WhisperConfig, cfg: AdapterConfig) -> int:
+        start, rows = _start_of(cfg), self.plan(config, cfg)
+        if start is None:
+            return sum(row.trainable_parameters for row in rows)
+        return start.trainable_parameters(rows)
+
+    def apply(self, model: WhisperForConditionalGeneration, cfg: AdapterConfig) -> nn.Module:
+        peft_model = super().apply(model, cfg)
+        start = _start_of(cfg)
+        if start is not None:
+            start.apply(peft_model, self.plan(model.config, cfg))
+        return peft_model
+
+    def save(self, model: nn.Module, cfg: AdapterConfig, folder: Path) -> None:
+        from dama_asr.adapters.lora_start import save_stacked
+
+        if not save_stacked(model, folder):  # a mixture start saves as the plain LoRA it equals
+            super().save(model, cfg, folder)
+
+
+def _start_of(cfg: AdapterConfig):
+    """The config's `LoraStart`, or None; imported only when a config asks for one (it needs torch)."""
+    if "start" not in cfg.extra:
+        return None
+    from dama_asr.adapters.lora_start import LoraStart
+
+    return LoraStart.of(cfg)
 
 
 class LoraFA(LoraFamily):
