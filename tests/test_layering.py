@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dama_asr.features",),
     ("dama_asr.adapters",),
     ("dama_asr.inference", "dama_asr.evaluate"),
+    ("dama_asr.export",),
     ("dama_asr.train", "dama_asr.probe"),
     ("dama_asr.bench", "dama_asr.report"),
     # commands: parse, call the library, print

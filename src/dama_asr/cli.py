@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "dama_asr.cache_commands",
     "dama_asr.decode_commands",
     "dama_asr.demo_commands",
+    "dama_asr.export_commands",
+    "dama_asr.expand_commands",
 )
 
 
