@@ -13,6 +13,8 @@ thousands of windows, so the number of windows is bounded and such a clip falls 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -26,6 +28,16 @@ from dama_asr.backbone.loading import Backbone
 from dama_asr.data.audio import SAMPLE_RATE
 from dama_asr.errors import DamaError
 from dama_asr.features.log_mel import log_mel
+from dama_asr.inference.segments import (
+    MODEL,
+    TIMESTAMP_SOURCES,
+    WINDOW,
+    Segment,
+    fixed_window_segments,
+    long_form_segments,
+    row_segments,
+    whole_clip,
+)
 from dama_asr.languages import normalise_language
 from dama_asr.scoring import (
     LOOP_COMPRESSION_RATIO,
@@ -68,17 +80,27 @@ class DecodingOptionsError(DamaError, ValueError):
 
 @dataclass(frozen=True)
 class DecodingOptions:
-    """language: a Whisper code to force, or None to detect per utterance.  beam_size 1 is greedy."""
+    """language: a Whisper code to force, or None to detect per utterance.  beam_size 1 is greedy.
+
+    timestamps: None (default) returns no segments. "model": clips within 30 s are decoded with
+    timestamp tokens (not <|notimestamps|>, so their text can differ) and each Transcript holds
+    segments timed by them, or by its windows where the model predicts no usable ones; "window":
+    decoded as by default, segments timed by the decoding windows (`inference.segments`)."""
 
     language: str | None = None
     task: str = "transcribe"
     beam_size: int = 1
     batch_size: int = 8
     tokens_per_second: float = TOKENS_PER_SECOND
+    timestamps: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in ("transcribe", "translate"):
             raise DecodingOptionsError(f"--task must be 'transcribe' or 'translate', got {self.task!r}")
+        if self.timestamps is not None and self.timestamps not in TIMESTAMP_SOURCES:
+            raise DecodingOptionsError(
+                f"--timestamps must be one of {', '.join(TIMESTAMP_SOURCES)}, got {self.timestamps!r}"
+            )
         if self.beam_size < 1 or self.batch_size < 1:
             raise DecodingOptionsError(
                 f"--beam-size and --batch-size must be at least 1, got {self.beam_size} and {self.batch_size}"
@@ -98,6 +120,10 @@ class Transcript:
     stalled: bool = False
     # The clip's length: an output can be too long for it (0 = unknown, never flagged as too long).
     seconds: float = 0.0
+    # With DecodingOptions.timestamps: the timed segments (their texts joined and stripped are `text`)
+    # and what timed them, "model" or "window"; empty and None otherwise.
+    segments: tuple[Segment, ...] = ()
+    timestamps: str | None = None
 
     @property
     def suspicious_reasons(self) -> tuple[str, ...]:
@@ -155,7 +181,7 @@ def _decode_batch(
             task=options.task,
             num_beams=options.beam_size,
             max_new_tokens=cap,
-            return_timestamps=False,
+            return_timestamps=options.timestamps == MODEL,
             # Inputs are <= 30 s: one decoding pass. Without this, a model that emits timestamp tokens
             # (fine-tuned or random) sends transformers into its long-form loop, re-decoding 5x or more.
             force_unique_generate_call=True,
@@ -170,17 +196,32 @@ def _decode_batch(
         item_cap = min(limit, max_new_tokens_for(len(audio) / SAMPLE_RATE, options.tokens_per_second))
         generated = row[:item_cap]
         content = [t for t in generated if t < first_special]
+        text = _decode_text(processor, content).strip()
+        seconds = len(audio) / SAMPLE_RATE
+        segments, source = (), None
+        if options.timestamps == MODEL:
+            begin = processor.tokenizer.convert_tokens_to_ids("<|0.00|>")
+            decode = functools.partial(_decode_text, processor)
+            segments, source = row_segments(generated, begin, first_special, decode, text, seconds)
+        elif options.timestamps == WINDOW:
+            segments, source = whole_clip(text, seconds)
         results.append(
             Transcript(
-                text=processor.tokenizer.decode(content, skip_special_tokens=True).strip(),
+                text=text,
                 language=lang,
                 tokens=tuple(content),
                 hit_token_cap=len(generated) >= item_cap and first_special not in generated,
                 repetition_loop=has_repetition_loop(content),
-                seconds=len(audio) / SAMPLE_RATE,
+                seconds=seconds,
+                segments=segments,
+                timestamps=source,
             )
         )
     return results
+
+
+def _decode_text(processor, tokens: list[int]) -> str:
+    return processor.tokenizer.decode(tokens, skip_special_tokens=True)
 
 
 class _Stalled(Exception):
@@ -217,12 +258,11 @@ def _decode_long(
         language = _detect_languages(backbone, {"input_features": features[..., : fe.nb_max_frames]})[0]
     seconds = len(audio) / SAMPLE_RATE
     budget = max_windows or long_form_window_budget(seconds)
-    windows = 0
+    starts: list[float] = []  # each window's start, in seconds
 
-    def count_window(_progress: torch.Tensor) -> None:  # (B, 2): seek and end frame per clip
-        nonlocal windows
-        windows += 1
-        if windows > budget:
+    def count_window(progress: torch.Tensor) -> None:  # (B, 2): seek and end frame per clip
+        starts.append(float(progress[0, 0]) * fe.hop_length / SAMPLE_RATE)
+        if len(starts) > budget:
             raise _Stalled
 
     # The prompt with timestamps is 3 tokens; 4 keeps the same cap as short-form decoding.
@@ -247,14 +287,31 @@ def _decode_long(
     # A segment's "result" is its window's whole decoded row: no <|endoftext|> means the window hit the cap.
     rows = {id(seg["result"]): seg["result"] for seg in out["segments"][0]}
     hit_cap = any(first_special not in row.tolist() for row in rows.values())
+    text = _decode_text(processor, content).strip()
+    segments, source = (), None
+    if options.timestamps is not None:
+        begin = processor.tokenizer.convert_tokens_to_ids("<|0.00|>")
+        decode = functools.partial(_decode_text, processor)
+        segments, source = long_form_segments(
+            out["segments"][0],
+            starts,
+            begin,
+            first_special,
+            decode,
+            text,
+            seconds,
+            options.timestamps == MODEL,
+        )
     return Transcript(
-        text=processor.tokenizer.decode(content, skip_special_tokens=True).strip(),
+        text=text,
         language=language,
         tokens=tuple(content),
         hit_token_cap=hit_cap,
         repetition_loop=has_repetition_loop(content),
         long_form=True,
         seconds=seconds,
+        segments=segments,
+        timestamps=source,
     )
 
 
@@ -265,10 +322,15 @@ def _decode_fixed_windows(
     window = backbone.processor.feature_extractor.n_samples
     pieces = [audio[i : i + window] for i in range(0, len(audio), window)]
     parts: list[Transcript] = []
+    plain = dataclasses.replace(options, timestamps=None)  # the model's timestamps are what stalled
     for start in range(0, len(pieces), options.batch_size):
         batch = pieces[start : start + options.batch_size]
-        parts += _decode_batch(backbone, batch, [language] * len(batch), options)
+        parts += _decode_batch(backbone, batch, [language] * len(batch), plain)
     tokens = tuple(t for part in parts for t in part.tokens)
+    segments, source = (), None
+    if options.timestamps is not None:
+        seconds = len(audio) / SAMPLE_RATE
+        segments, source = fixed_window_segments([p.text for p in parts], window / SAMPLE_RATE, seconds)
     return Transcript(
         text=" ".join(part.text for part in parts if part.text),
         language=language,
@@ -278,6 +340,8 @@ def _decode_fixed_windows(
         long_form=True,
         stalled=True,
         seconds=len(audio) / SAMPLE_RATE,
+        segments=segments,
+        timestamps=source,
     )
 
 
