@@ -277,7 +277,8 @@ def _transcribe_mole(backbone: Backbone, kept: list[Utterance], audios: list, ro
     from dama_asr.inference.mole_decoding import transcribe_mole
 
     given = [u.language for u in kept] if route == "given" else None
-    transcripts = transcribe_mole(backbone, audios, given, options)
+    with tqdm(total=len(kept), desc=f"transcribing (MoLE, route {route})", unit="utt") as bar:
+        transcripts = transcribe_mole(backbone, audios, given, options, on_batch=bar.update)
     confusion: dict[str, dict[str, int]] = {}
     for item, tr in zip(kept, transcripts, strict=True):
         row = confusion.setdefault(item.language, {})
@@ -285,7 +286,7 @@ def _transcribe_mole(backbone: Backbone, kept: list[Utterance], audios: list, ro
     right = sum(1 for item, tr in zip(kept, transcripts, strict=True) if tr.language == item.language)
     return transcripts, {
         "route": route,
-        "accuracy": right / len(kept) if kept else None,
+        "accuracy": right / len(kept) if kept and route != "given" else None,  # given: routed by definition
         "confusion": confusion,
     }
 

@@ -103,7 +103,21 @@ def test_missing_inputs_of_the_selected_cells_stop_the_study_before_any_work(tmp
 def test_the_committed_studies_configure_every_cell(tmp_path):
     from pathlib import Path
 
+    from dama_asr.bench.experts_study import is_experts_study, load_experts_study
+    from dama_asr.train.config import TrainConfig
+
     for config in sorted(Path(__file__).parents[2].glob("benchmarks/*/config.yaml")):
+        if is_experts_study(config):  # its own runner: every row's training settings must build
+            experts = load_experts_study(config)
+            assert experts.cell_ids()[0] == "zero-shot" and len(experts.cell_ids()) == 1 + 6 * len(
+                experts.seeds
+            )
+            adapter = {"method": "lora", **experts.expert}
+            assert (
+                TrainConfig.from_dict({**experts.train, "train": "x.jsonl", "adapter": adapter}).adapter.r
+                == 64
+            )
+            continue
         study = load_study(config)
         configs = StudyRunner(study, config.parent, tmp_path / "work").cell_configs()
         assert len(configs) == len(study.cells()) > 0

@@ -176,7 +176,12 @@ def load_experts_study(path: Path) -> ExpertsStudy:
 
 
 def is_experts_study(path: Path) -> bool:
+    """Whether the config says `kind: language-experts`; False for anything unreadable, which
+    `bench.config.load_study` then reports with its own one-line errors."""
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
     return isinstance(data, dict) and data.get("kind") == "language-experts"

@@ -58,6 +58,7 @@ def transcribe_mole(
     audios: Sequence[np.ndarray],
     languages: Sequence[str] | None,
     options: DecodingOptions = DecodingOptions(),
+    on_batch=None,
 ) -> list[Transcript]:
     """Transcripts in input order; `languages` given (language-aware) or None (the router decides).
     Each Transcript's language is the one that routed it."""
@@ -75,7 +76,9 @@ def transcribe_mole(
     results: list[Transcript | None] = [None] * len(audios)
     for code, idx in groups.items():
         with controller.languages_given([code]):  # one language for every row of every batch
-            part = transcribe(backbone, [audios[i] for i in idx], options, languages=[code] * len(idx))
+            part = transcribe(
+                backbone, [audios[i] for i in idx], options, languages=[code] * len(idx), on_batch=on_batch
+            )
         for i, transcript in zip(idx, part, strict=True):
             results[i] = transcript
     return results  # type: ignore[return-value]

@@ -40,9 +40,9 @@ def experts_table(study_dir: Path) -> str:
     for name in [n for n in ROW_ORDER if n in rows] + sorted(set(rows) - set(ROW_ORDER)):
         entries = rows[name]
         per_lang = [_mean_sd([r["by_language"][lang]["wer"] for r, _ in entries]) for lang in languages]
-        routing = [
-            r["routing"]["accuracy"] for r, _ in entries if r.get("routing", {}).get("accuracy") is not None
-        ]
+        # A given language routes by definition: only predicted routes have an accuracy to report.
+        routing = [r["routing"]["accuracy"] for r, _ in entries
+                   if r.get("routing", {}).get("route") != "given" and r.get("routing", {}).get("accuracy") is not None]  # fmt: skip
         cell = entries[0][1]
         minutes = [c.get("train_seconds", 0) / 60 for _, c in entries]
         lines.append("| " + " | ".join([
