@@ -166,7 +166,6 @@ def train_mode(mode: str, manifest: Path, work: Path, recipe_epochs: int) -> dic
         summary = json.loads(done.stdout)
         cache = summary["encoder_cache_build_seconds"]
         train = sum(h["train_seconds"] for h in summary["epochs"])
-        total = cache + train
         return {"mode": mode, "utterances": n, "epochs_run": epochs, "cache_seconds": cache, "train_seconds": train,
                 "epoch_seconds": [h["train_seconds"] for h in summary["epochs"]],
                 "samples_per_second": n * 3 / (cache + train / epochs * 3), "three_epoch_seconds": cache + train / epochs * 3,
