@@ -19,7 +19,7 @@ def cmd_expand(args: argparse.Namespace) -> None:
     from dama_asr.train_commands import config_from_args
 
     options = ExpansionOptions(
-        init=args.init, top_k=args.top_k, gates=args.gates, replace=args.replace, force=args.force,
+        init=args.init, top_k=args.top_k, gates=args.gates, replace=args.replace, force=args.force, resume=args.resume,
         similarity_utterances=args.similarity_utterances, min_similarity_utterances=args.min_utterances,
     )  # fmt: skip
     if args.model is None:  # the set's own base
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--language", required=True, help="the new language (a Whisper code or name)")
     p.add_argument("--train", required=True, help="training manifest of the new language (JSONL)")
     p.add_argument("--dev", help="its dev manifest: WER each epoch, the best epoch's LoRA joins the set")
-    p.add_argument("--out", required=True, help="the expansion's folder (must not exist, unless --force)")
+    p.add_argument("--out", required=True, help="the expansion's folder (must not exist, unless --force or --resume)")
     p.add_argument("--init", choices=INITS, default="warm", help="how the new LoRA starts")
     p.add_argument("--top-k", type=int, default=2, help="moe: the similar languages' LoRAs mixed in")
     p.add_argument("--gates", choices=GATES, default="similarity",
@@ -85,6 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="refuse with fewer readable utterances for the similarity")  # fmt: skip
     p.add_argument("--replace", action="store_true", help="retrain a language the set already has")
     p.add_argument("--force", action="store_true", help="start over an OUT an earlier `dama expand` wrote")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted expansion in OUT (the same one asked again) from its last checkpoint")  # fmt: skip
     g = p.add_argument_group("training (as in `dama train`; the adapter is the set's members')")
     g.add_argument("--model", help="the base (default: the set's own)")
     g.add_argument("--recipe", help="YAML recipe for the training run; flags and --set override it")

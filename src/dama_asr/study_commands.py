@@ -14,13 +14,14 @@ SHARD_HELP = (
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    from dama_asr.bench.cells import config_kind
     from dama_asr.bench.config import load_study, parse_shard
-    from dama_asr.bench.experts_study import is_experts_study
     from dama_asr.bench.runner import StudyRunner
     from dama_asr.report import build_report, load_cell_results
 
-    if is_experts_study(Path(args.config)):
-        return _bench_experts(args)
+    kind = config_kind(Path(args.config))
+    if kind in ("language-experts", "expansion"):
+        return _bench_cells(args, kind)
     shard = parse_shard(args.shard) if args.shard else None
     study = load_study(args.config)
     study_dir = Path(args.study_dir) if args.study_dir else Path(args.config).parent
@@ -39,15 +40,21 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(f"report: {build_report(study_dir)}")
 
 
-def _bench_experts(args: argparse.Namespace) -> None:
-    """A `kind: language-experts` study (bench/experts_study.py): cells in order, each resumable."""
-    from dama_asr.bench.experts_study import ExpertsStudyRunner, load_experts_study
+def _bench_cells(args: argparse.Namespace, kind: str) -> None:
+    """A `kind: language-experts` (bench/experts_study.py) or `kind: expansion` study
+    (bench/expansion_study.py): cells in order, each resumable."""
     from dama_asr.paths import dama_home
 
-    study = load_experts_study(Path(args.config))
+    if kind == "expansion":
+        from dama_asr.bench.expansion_study import ExpansionStudyRunner as Runner
+        from dama_asr.bench.expansion_study import load_expansion_study as load
+    else:
+        from dama_asr.bench.experts_study import ExpertsStudyRunner as Runner
+        from dama_asr.bench.experts_study import load_experts_study as load
+    study = load(Path(args.config))
     study_dir = Path(args.study_dir) if args.study_dir else Path(args.config).parent
     work = Path(args.work_dir) if args.work_dir else dama_home() / "bench" / study.name
-    runner = ExpertsStudyRunner(study, study_dir, work)
+    runner = Runner(study, study_dir, work)
     if args.list:
         for cell in study.cell_ids():
             print(f"{'done ' if (study_dir / 'cells' / f'{cell}.json').is_file() else 'todo '} {cell}")

@@ -103,10 +103,20 @@ def test_missing_inputs_of_the_selected_cells_stop_the_study_before_any_work(tmp
 def test_the_committed_studies_configure_every_cell(tmp_path):
     from pathlib import Path
 
+    from dama_asr.bench.cells import config_kind
+    from dama_asr.bench.expansion_study import ExpansionStudyRunner, load_expansion_study
     from dama_asr.bench.experts_study import is_experts_study, load_experts_study
     from dama_asr.train.config import TrainConfig
 
     for config in sorted(Path(__file__).parents[2].glob("benchmarks/*/config.yaml")):
+        if config_kind(config) == "expansion":  # on a committed language-experts study's set
+            expansion = load_expansion_study(config)
+            runner = ExpansionStudyRunner(expansion, config.parent, tmp_path / "expansion")
+            assert runner.frozen_encoder and runner.base_study.languages  # the base study loads
+            assert len(expansion.cell_ids()) == 1 + len(expansion.new_languages) * (
+                1 + len(expansion.inits) * len(expansion.seeds)
+            )
+            continue
         if is_experts_study(config):  # its own runner: every row's training settings must build
             experts = load_experts_study(config)
             assert experts.cell_ids()[0] == "zero-shot" and len(experts.cell_ids()) == 1 + 6 * len(

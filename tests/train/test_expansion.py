@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -264,6 +267,33 @@ def test_replace_retrains_a_member_from_random_and_keeps_the_other(
     assert _files(out / "experts" / "en") != _files(source / "en")
     similarity = json.loads((out / "similarity.json").read_text())
     assert [row["language"] for row in similarity["ranking"]] == ["cy"]  # en is not compared with itself
+
+
+def test_an_interrupted_expansion_resumes_from_its_last_checkpoint(
+    lora_whisper: Path, corpus, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "resumed"
+    args = ["expand", str(lora_whisper), "--language", "lt", "--train", str(corpus["lt"]), "--out", str(out),
+            "--init", "warm", "--epochs", "2", "--batch-size", "3", "--no-progress", "--precision", "no",
+            "--set", "checkpoint_every=1"]  # fmt: skip
+    env = {**os.environ, "DAMA_CRASH_AT": "step@3", "OMP_NUM_THREADS": "1", "DAMA_ALLOCATOR": "system"}
+    killed = subprocess.run([sys.executable, "-m", "dama_asr.cli", *args], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILLed mid-step 3: checkpoint 2 is on disk
+    assert json.loads((out / "expansion.json").read_text())["status"] == "started"
+    assert not (out / "experts").exists()
+    capsys.readouterr()
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err  # not resumed unless asked
+    other = [a if a != "warm" else "random" for a in args]
+    assert main([*other, "--resume"]) == 2
+    assert "holds another expansion (init 'warm')" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    summary = json.loads((out / "expansion.json").read_text())
+    assert summary["status"] == "finished" and summary["run"]["resumed_from"].endswith("2")
+    assert summary["run"]["steps"] == 4  # 2 epochs of 2 batches: the first two were not trained again
+    assert AdapterSet.load(out / "experts").languages == [*LANGUAGES, "lt"]
+    assert main([*args, "--resume"]) == 0  # a finished expansion is returned as it is
+    assert json.loads((out / "expansion.json").read_text()) == summary
 
 
 def test_expand_refusals(lora_whisper: Path, corpus, tmp_path: Path, capsys) -> None:

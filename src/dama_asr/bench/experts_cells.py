@@ -81,11 +81,11 @@ def zero_shot(runner, seed: int) -> dict:
             "trainable_parameters": 0}  # fmt: skip
 
 
-def _joint(runner, seed: int, rank: int, name: str) -> dict:
+def _joint(runner, seed: int, rank: int, name: str, **fields) -> dict:
     from dama_asr.adapters import adapted_backbone
 
     adapter = {"method": "lora", **runner.study.expert, "r": rank}
-    out, summary = _train(runner, name, seed, adapter)
+    out, summary = _train(runner, name, seed, adapter, **fields)
     backbone = adapted_backbone(_base(runner, summary["precision"]), _chosen(out))
     frozen = not summary.get("encoder_cached_layers") and summary.get("encoder_cache", False)
     return {"rows": {name: _evaluate(runner, backbone, frozen_encoder=frozen)}, **_costs([summary])}
@@ -97,7 +97,7 @@ def joint_one(runner, seed: int) -> dict:
 
 def joint_total(runner, seed: int) -> dict:
     rank = int(runner.study.expert.get("r", 64)) * len(runner.study.languages)
-    return _joint(runner, seed, rank, "joint-total")
+    return _joint(runner, seed, rank, "joint-total", **runner.optim_with_lr(runner.study.joint_total))
 
 
 def experts(runner, seed: int) -> dict:
@@ -134,7 +134,8 @@ def _kd(runner, seed: int, kd: str) -> dict:
     folder = runner.experts_dir(seed) / "experts"
     adapter = {"method": "lora", **runner.study.expert, "r": int(runner.study.student.get("r", 256))}
     fields = {"objective": "distill", "sampler": "language-homogeneous",
-              "objective_options": {"experts": str(folder), "kd": kd}}  # fmt: skip
+              "objective_options": {"experts": str(folder), "kd": kd},
+              **runner.optim_with_lr(runner.study.student)}  # fmt: skip
     out, summary = _train(runner, f"kd-{kd}", seed, adapter, **fields)
     backbone = adapted_backbone(_base(runner, summary["precision"]), _chosen(out))
     frozen = summary.get("encoder_cache", False)

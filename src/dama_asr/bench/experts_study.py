@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dama_asr.atomic import atomic_write_text
 from dama_asr.data.manifest import read_manifest, write_manifest
 from dama_asr.data.subset import hour_subset, total_hours
 from dama_asr.errors import DamaError
-from dama_asr.locks import AlreadyRunning, FolderLock
 
 ROWS = ("zero-shot", "joint-one", "joint-total", "experts", "mole", "kd-layerwise", "kd-output")
 
@@ -49,15 +47,16 @@ class ExpertsStudy:
     rows: tuple[str, ...]
     expert: dict  # adapter options of one expert (and of the joint LoRAs, at their ranks)
     mole: dict
-    student: dict
+    student: dict  # r, and lr when the student's rank needs its own (else train.optim.lr)
     train: dict  # TrainConfig sections shared by every run
     max_test_utterances: int
+    joint_total: dict = field(default_factory=dict)  # lr, as the student's
     source: str = ""
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "") -> ExpertsStudy:
         unknown = set(data) - {"name", "kind", "model", "languages", "hours", "seeds", "rows", "expert", "mole",
-                               "student", "train", "max_test_utterances"}  # fmt: skip
+                               "student", "joint_total", "train", "max_test_utterances"}  # fmt: skip
         if unknown:
             raise ExpertsStudyError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
         languages = data.get("languages") or {}
@@ -80,7 +79,7 @@ class ExpertsStudy:
                    seeds=tuple(data.get("seeds") or (0,)), rows=rows, expert=dict(data.get("expert") or {}),
                    mole=dict(data.get("mole") or {}), student=dict(data.get("student") or {}),
                    train=dict(data.get("train") or {}), max_test_utterances=int(data.get("max_test_utterances", 0)),
-                   source=source)  # fmt: skip
+                   joint_total=dict(data.get("joint_total") or {}), source=source)  # fmt: skip
 
     def cell_ids(self) -> list[str]:
         ids = ["zero-shot"] if "zero-shot" in self.rows else []
@@ -120,6 +119,12 @@ class ExpertsStudyRunner:
                 "dev": str(self.manifest("dev")), "output_dir": str(out), "adapter": adapter, "seed": seed, **fields}  # fmt: skip
         return TrainConfig.from_dict(data)
 
+    def optim_with_lr(self, section: dict) -> dict:
+        """`fields` for `_config` giving a row its own peak learning rate (section["lr"]), if it has one."""
+        if "lr" not in section:
+            return {}
+        return {"optim": {**self.study.train.get("optim", {}), "lr": float(section["lr"])}}
+
     def experts_dir(self, seed: int) -> Path:
         from dama_asr.train.experts import train_experts
 
@@ -130,27 +135,9 @@ class ExpertsStudyRunner:
 
     # ---- cells -----------------------------------------------------------------------------------
     def run(self, only: list[str] | None = None) -> list[str]:
-        done = []
-        for cell in self.study.cell_ids():
-            if only and not any(o in cell for o in only):
-                continue
-            path = self.cells_dir / f"{cell}.json"
-            if path.is_file():
-                continue
-            lock = FolderLock(self.work / "locks" / cell, f"study cell {cell}")
-            try:
-                lock.acquire()
-            except AlreadyRunning:
-                continue  # another process holds it
-            try:
-                if not path.is_file():
-                    result = self.run_cell(cell)
-                    self.cells_dir.mkdir(parents=True, exist_ok=True)
-                    atomic_write_text(path, json.dumps(result, indent=2, allow_nan=False, ensure_ascii=False))
-                    done.append(cell)
-            finally:
-                lock.release()
-        return done
+        from dama_asr.bench.cells import run_cells
+
+        return run_cells(self.study.cell_ids(), self.cells_dir, self.work / "locks", self.run_cell, only)
 
     def run_cell(self, cell: str) -> dict:
         from dama_asr.bench import experts_cells
@@ -176,12 +163,7 @@ def load_experts_study(path: Path) -> ExpertsStudy:
 
 
 def is_experts_study(path: Path) -> bool:
-    """Whether the config says `kind: language-experts`; False for anything unreadable, which
-    `bench.config.load_study` then reports with its own one-line errors."""
-    import yaml
+    """Whether the config says `kind: language-experts`."""
+    from dama_asr.bench.cells import config_kind
 
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and data.get("kind") == "language-experts"
+    return config_kind(path) == "language-experts"

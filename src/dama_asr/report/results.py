@@ -426,6 +426,11 @@ def fill_generated(text: str, root: str | Path, where: str = "page") -> str:
 
             table = experts_table if kind == "language-experts" else routing_table
             return f"{match[1]}\n{table(Path(root) / study).strip()}\n\n{match[4]}"
+        if kind in ("language-expansion", "expansion-base-languages") and study:
+            from dama_asr.report.expansion_table import base_languages_table, expansion_table
+
+            table = expansion_table if kind == "language-expansion" else base_languages_table
+            return f"{match[1]}\n{table(Path(root) / study).strip()}\n\n{match[4]}"
         if kind not in GENERATORS or not study:
             raise GeneratedBlockError(
                 f"{where}: marker '{match['spec']}' needs a kind ({', '.join(GENERATORS)}) and study=FOLDER"

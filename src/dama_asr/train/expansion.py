@@ -88,6 +88,8 @@ class ExpansionOptions:
 
     init: random | warm | moe.  top_k: moe's number of members.  gates: moe's similarity | learned.
     replace: retrain a language the set already has.  force: start OUT over (an earlier expansion's).
+    resume: continue an interrupted expansion in OUT (same set, language and start), from its run's
+    last checkpoint; a finished one is returned as it is.
     similarity_utterances / min_similarity_utterances: the most and fewest utterances the similarity
     is estimated on.  lid_batch_size: utterances per language-detection step.
     """
@@ -97,6 +99,7 @@ class ExpansionOptions:
     gates: str = "similarity"
     replace: bool = False
     force: bool = False
+    resume: bool = False
     similarity_utterances: int = 100
     min_similarity_utterances: int = 5
     lid_batch_size: int = 8
@@ -115,6 +118,8 @@ class ExpansionOptions:
             )
         if self.lid_batch_size < 1:
             raise ExpansionError(f"lid_batch_size: at least 1, got {self.lid_batch_size}")
+        if self.resume and self.force:
+            raise ExpansionError("resume and force: choose one (force starts OUT over, resume continues it)")
 
 
 def similarity_ranking(
@@ -285,6 +290,8 @@ def expand_set(
     Returns the summary written to OUT/expansion.json. Everything is checked before OUT is written.
     """
     set_folder, out, code = set_folder_of(set_path), Path(out), normalise_language(language)
+    if options.resume and (out / SUMMARY).is_file():
+        return _resume(set_folder, code, template, out, options)
     _check_out(out, options.force)
     adapter_set = AdapterSet.load(set_folder)
     if code in adapter_set.languages and not options.replace:
@@ -327,6 +334,37 @@ def expand_set(
     return record
 
 
+# What must match for `resume` to continue an expansion rather than start another.
+_RESUME_KEYS = ("set", "language", "init", "top_k", "gates", "replace", "similarity_utterances")
+
+
+def _resume(set_folder: Path, code: str, template: TrainConfig, out: Path, options: ExpansionOptions) -> dict:
+    """Continue the expansion recorded in OUT/expansion.json: its run from the last checkpoint, then
+    the set; a finished record is returned unchanged. Anything asked differently is refused."""
+    record = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
+    asked = {"set": str(set_folder.resolve()), "language": code, **dataclasses.asdict(options)}
+    differs = [k for k in _RESUME_KEYS if record.get(k) != asked[k]]
+    if differs:
+        raise ExpansionError(
+            f"--resume {out}: it holds another expansion ({', '.join(f'{k} {record.get(k)!r}' for k in differs)}); "
+            "ask for the same one, or --force to start it over"
+        )
+    if record.get("status") == "finished":
+        return record
+    log.info("expand: resuming %s in %s", code, out)
+    data = out / "data"
+    dev_path = data / f"{code}.dev.jsonl"
+    config = dataclasses.replace(template, train=str(data / f"{code}.train.jsonl"),
+                                 dev=str(dev_path) if dev_path.is_file() else "", output_dir=str(out / "run"),
+                                 adapter=AdapterConfig.from_dict(record["adapter"]))  # fmt: skip
+    resume = (out / "run" / "config.yaml").is_file()  # else the run had not started
+    record |= _train_into_set(config, AdapterSet.load(set_folder), code, out, resume=resume)
+    similarity = json.loads((out / SIMILARITY).read_text(encoding="utf-8"))
+    record |= {"status": "finished", "similarity": similarity["ranking"]}
+    atomic_write_text(out / SUMMARY, json.dumps(record, indent=2, allow_nan=False))
+    return record
+
+
 def _checked_base(adapter_set: AdapterSet, template: TrainConfig) -> Backbone:
     """The run's base, refused unless it is the set's (fingerprint); on the run's device for detection."""
     backbone = load_backbone(template.model, device="cpu", precision="no")
@@ -343,10 +381,16 @@ def _checked_base(adapter_set: AdapterSet, template: TrainConfig) -> Backbone:
     return backbone
 
 
-def _train_into_set(config: TrainConfig, adapter_set: AdapterSet, code: str, out: Path) -> dict:
+def _train_into_set(
+    config: TrainConfig, adapter_set: AdapterSet, code: str, out: Path, resume: bool = False
+) -> dict:
     """Train the new LoRA, then save the set with it at OUT/experts (the others copied byte for byte)."""
-    log.info("expand: training %s -> %s", code, config.output_dir)
-    run = train(config)
+    finished = out / "run" / "summary.json"
+    if resume and finished.is_file():  # trained, interrupted before the set was saved
+        run = json.loads(finished.read_text(encoding="utf-8"))
+    else:
+        log.info("expand: training %s -> %s", code, config.output_dir)
+        run = train(config, resume=resume)
     best = out / "run" / "best"
     member = best if (best / "adapter_config.json").is_file() else out / "run" / "final"
     if code in adapter_set.languages:  # --replace
