@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.bench.test_experts_study import _corpus
 
 from dama_asr.bench.expansion_study import ExpansionStudy, ExpansionStudyError
 from dama_asr.cli import main
 from dama_asr.report.expansion_table import base_languages_table, expansion_table
-from tests.bench.test_experts_study import _corpus
 
 
 def _base_study(root: Path) -> Path:
