@@ -74,7 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--language", required=True, help="the new language (a Whisper code or name)")
     p.add_argument("--train", required=True, help="training manifest of the new language (JSONL)")
     p.add_argument("--dev", help="its dev manifest: WER each epoch, the best epoch's LoRA joins the set")
-    p.add_argument("--out", required=True, help="the expansion's folder (must not exist, unless --force or --resume)")
+    p.add_argument(
+        "--out", required=True, help="the expansion's folder (must not exist, unless --force or --resume)"
+    )
     p.add_argument("--init", choices=INITS, default="warm", help="how the new LoRA starts")
     p.add_argument("--top-k", type=int, default=2, help="moe: the similar languages' LoRAs mixed in")
     p.add_argument("--gates", choices=GATES, default="similarity",
