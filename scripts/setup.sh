@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create or reuse the virtual environment and install everything dama-asr needs, system packages included.
 # Idempotent: a second run only checks. Override the torch build with TORCH_SPEC (e.g. a CUDA build on a GPU box).
+# DAMA_EXTRAS=deploy adds optional extras (deploy: faster-whisper, for `dama transcribe --engine faster-whisper`
+# and the export benchmark's faster-whisper rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -26,13 +28,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-stamp="$VENV/.dama-installed"
+EXTRAS=${DAMA_EXTRAS:-}
+stamp="$VENV/.dama-installed${EXTRAS:+-${EXTRAS//,/-}}"
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/setup.sh ]; then
   exit 0
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
-"$VENV/bin/python" -m pip install -q -e ".[test,logging]"
+"$VENV/bin/python" -m pip install -q -e ".[test,logging${EXTRAS:+,$EXTRAS}]"
 touch "$stamp"
 echo "environment ready: $VENV"

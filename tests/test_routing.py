@@ -105,13 +105,16 @@ def _fresh_backbone_with(set_dir: Path, languages: list[str] | None = None) -> B
 
 
 def test_transcribe_routed_gives_each_clip_the_transcript_of_its_adapter_alone(lora_set):
-    set_dir = lora_set  # transcribe_routed groups by language whatever the adapters' kind
+    set_dir = lora_set
     routed = _fresh_backbone_with(set_dir)
     # A clip over 30 s is decoded long-form, per utterance, with its adapter active.
     audios = [tone(1.0, 300), tone(2.0, 500), tone(31.0, 700), tone(0.5, 400), tone(1.5, 600)]
     options = DecodingOptions(batch_size=2)
     grads = [p.requires_grad for p in routed.model.parameters()]
+    assert choose_route(routed.model, LANGUAGES) == MIXED  # plain LoRA: the short clips share batches
     out = transcribe_routed(routed, audios, LANGUAGES, options)
+    grouped = transcribe_routed(_fresh_backbone_with(set_dir), audios, LANGUAGES, options, route=GROUPED)
+    assert [t.tokens for t in out] == [t.tokens for t in grouped]
     assert [t.language for t in out] == LANGUAGES
     assert [t.long_form for t in out] == [False, False, True, False, False]
     for language in ("cy", "en"):

@@ -160,6 +160,7 @@ def _decode_batch(
     languages: list[str | None],
     options: DecodingOptions,
     encoder_outputs: torch.Tensor | None = None,
+    adapter_names: list[str] | None = None,
 ) -> list[Transcript]:
     processor, model = backbone.processor, backbone.model
     dtype = next(model.parameters()).dtype
@@ -174,9 +175,12 @@ def _decode_batch(
         languages = [lang or det for lang, det in zip(languages, detected, strict=True)]
     cap = max_new_tokens_for(max(len(a) for a in audios) / SAMPLE_RATE, options.tokens_per_second)
     cap = min(cap, model.generation_config.max_length - 4)
+    # peft's mixed batch: row i through adapter_names[i] (`inference.routing`, plain LoRA sets only).
+    routed = {"adapter_names": adapter_names} if adapter_names is not None else {}
     with torch.no_grad(), backbone.autocast():
         out = model.generate(
             **inputs,
+            **routed,
             language=languages,
             task=options.task,
             num_beams=options.beam_size,
@@ -352,12 +356,15 @@ def transcribe(
     languages: Sequence[str | None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     encoder_outputs: EncoderOutputs | None = None,
+    adapter_names: Sequence[str] | None = None,
 ) -> list[Transcript]:
     """Transcribe 16 kHz mono arrays; returns transcripts in input order.
 
     `languages` forces a language per item (overrides `options.language`); None entries are detected.
     `encoder_outputs`, when given, replaces the encoder (e.g. outputs cached while training); it is
     only asked for clips within the 30 s window, as long clips are decoded long-form from their audio.
+    `adapter_names` (one per clip, all within 30 s) routes each clip through its own adapter of a
+    PeftModel in the same batch (`inference.routing.transcribe_routed`).
     """
     known = backbone.languages
     if languages is None:
@@ -370,6 +377,8 @@ def transcribe(
         if len(audio) <= window:
             short.append(i)
             continue
+        if adapter_names is not None:  # the long-form loop drops rows: names would not line up
+            raise ValueError("adapter_names: only for clips within 30 s; route long clips one adapter at a time")
         results[i] = _decode_long(backbone, audio, languages[i], options)
         if on_batch is not None:
             on_batch(1)
@@ -377,8 +386,9 @@ def transcribe(
     for start in range(0, len(order), options.batch_size):
         chunk = order[start : start + options.batch_size]
         hidden = encoder_outputs(chunk) if encoder_outputs is not None else None
+        names = [adapter_names[i] for i in chunk] if adapter_names is not None else None
         batch = _decode_batch(
-            backbone, [audios[i] for i in chunk], [languages[i] for i in chunk], options, hidden
+            backbone, [audios[i] for i in chunk], [languages[i] for i in chunk], options, hidden, names
         )
         for i, transcript in zip(chunk, batch, strict=True):
             results[i] = transcript

@@ -187,25 +187,37 @@ def transcribe_routed(
     audios: Sequence[np.ndarray],
     languages: Sequence[str],
     options: DecodingOptions = DecodingOptions(),
+    route: Route | None = None,
 ) -> list[Transcript]:
     """`transcribe` with each utterance decoded by its language's adapter; transcripts in input order.
 
-    `backbone.model` holds the adapters (`adapters.sets.adapter_set_backbone`). The utterances are
-    grouped by language and each group goes through `transcribe` with its adapter active, so they get
-    every guard transcribe has (token caps, loop flags, long-form decoding of clips over 30 s).
-    This is always the grouped path: `transcribe` has no way to pass `adapter_names` to its
-    generate calls, so the one-batch path lives in `generate_routed` until it does.
+    `backbone.model` holds the adapters (`adapters.sets.adapter_set_backbone`). Clips within 30 s
+    take `choose_route`'s path (or `route`): MIXED decodes them in shared batches, each row through
+    its own adapter; GROUPED activates each language's adapter in turn for its clips. Longer clips
+    are always grouped (long-form decoding). Both go through `transcribe`, so they get every guard it
+    has (token caps, loop flags); they give the same tokens.
     """
     model = backbone.model
     if len(languages) != len(audios):
         raise AdapterSetError(f"routing: {len(languages)} languages for {len(audios)} clips")
     names = adapter_names_for(model, languages)
+    window = backbone.processor.feature_extractor.n_samples
+    short = [i for i, audio in enumerate(audios) if len(audio) <= window]
+    route = route or choose_route(model, [names[i] for i in short])
     results: list[Transcript | None] = [None] * len(audios)
+    grouped = list(range(len(audios)))
     with restoring_adapter(model):
-        for name, idx in _groups(names).items():
+        if route == MIXED and short:
+            mine = [names[i] for i in short]
+            part = transcribe(backbone, [audios[i] for i in short], options, languages=mine, adapter_names=mine)
+            for i, transcript in zip(short, part, strict=True):
+                results[i] = transcript
+            grouped = [i for i in grouped if results[i] is None]
+        for name, idx in _groups([names[i] for i in grouped]).items():
+            rows = [grouped[k] for k in idx]
             activate(model, name)
-            part = transcribe(backbone, [audios[i] for i in idx], options, languages=[name] * len(idx))
-            for i, transcript in zip(idx, part, strict=True):
+            part = transcribe(backbone, [audios[i] for i in rows], options, languages=[name] * len(rows))
+            for i, transcript in zip(rows, part, strict=True):
                 results[i] = transcript
     return results  # type: ignore[return-value]
 
