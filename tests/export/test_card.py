@@ -8,9 +8,11 @@ import shutil
 import pytest
 import yaml
 
+from dama_asr.adapters.sets import base_fingerprint
+from dama_asr.backbone.loading import load_backbone
 from dama_asr.cli import main
 from dama_asr.export import ExportError, export_adapter
-from dama_asr.testing import tiny_manifest
+from dama_asr.testing import save_tiny_whisper, tiny_manifest
 
 
 def _front(folder) -> dict:
@@ -84,3 +86,15 @@ def test_a_folder_saved_with_peft_s_blank_card_takes_its_language_from_the_run(r
     assert list(summary["members"]) == ["cy"] and not summary["notes"]
     saved = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
     assert saved["language"] == "cy"
+
+
+def test_a_trained_adapter_records_its_base_and_another_base_is_refused_by_its_weights(run, tmp_path):
+    meta = json.loads((run / "run" / "best" / "dama_adapter.json").read_text())
+    assert meta["base_fingerprint"] == base_fingerprint(load_backbone("tiny-random", precision="no").model)
+    other = save_tiny_whisper(tmp_path / "other-base", seed=1)
+    # Not even the user's word (no name check) lets another base through: its weights differ.
+    with pytest.raises(ExportError, match="fingerprint"):
+        export_adapter(
+            run / "run" / "best", tmp_path / "out", "peft", model=str(other), check_base_name=False
+        )
+    assert not (tmp_path / "out").exists()

@@ -66,12 +66,20 @@ def _portable_peft_config(folder: Path, base_name: str) -> None:
 
 
 def save_adapter(
-    model: nn.Module, cfg: AdapterConfig, out_dir: str | Path, base_model: str = "", card: dict | None = None
+    model: nn.Module,
+    cfg: AdapterConfig,
+    out_dir: str | Path,
+    base_model: str = "",
+    card: dict | None = None,
+    base_fingerprint: str | None = None,
 ) -> Path:
     """Write the adapter (or the full model) atomically, plus dama_adapter.json, a model card and checksums.
 
     base_model: the model string the user gave (`whisper-base`, a hub id, a folder). card: what the
     caller knows about the run for README.md (language, train_hours, dev_wer, test_wer, dataset, ...).
+    base_fingerprint: `sets.base_fingerprint` of the base as loaded, before any adapter (PiSSA, MiLoRA
+    and DAMA's SVD inits change the base weights, so it cannot be taken from `model` here); recorded
+    so that `dama export` can refuse another base by its weights, not only by its name.
     """
     out_dir = Path(out_dir)
     spec = get_method(cfg.method)
@@ -86,6 +94,8 @@ def save_adapter(
         atomic_write_text(scratch / "README.md", text)  # replaces peft's blank template
         meta = {"method": cfg.method, "adapter_config": cfg.to_dict(), "base_model": base_model,
                 "base_model_id": base_name, "base_model_local": local, "resolved": resolved}  # fmt: skip
+        if base_fingerprint is not None:
+            meta["base_fingerprint"] = base_fingerprint
         atomic_write_text(scratch / DAMA_META, json.dumps(meta, indent=2, allow_nan=False))
         write_manifest(scratch, CHECKSUMS, CHECKSUMS_FORMAT)  # last: it describes every file above
     return out_dir

@@ -45,8 +45,9 @@ class Member:
 
 @dataclass(frozen=True)
 class ExportSource:
-    """folder: what the user named. base_id: the base model it records; fingerprint: the set's
-    base-weight fingerprint (`sets.base_fingerprint`), None for a single adapter (it records none)."""
+    """folder: what the user named. base_id: the base model it records; fingerprint: the base-weight
+    fingerprint (`sets.base_fingerprint`) a set or a `dama train` adapter records, None for an adapter
+    saved without one (older runs, plain peft folders)."""
 
     folder: Path
     is_set: bool
@@ -254,9 +255,10 @@ def read_results(path: str | Path, normaliser: str = "script_safe") -> dict:
 def check_base(source: ExportSource, model: str, base, check_names: bool = True) -> str:
     """Refuse a base model other than the one the source was built on; returns the base's fingerprint.
 
-    A set (or an adapter that records one) is compared by base-weight fingerprint, which is exact. A
-    single `dama train` folder records no fingerprint, only the model string it was trained with and
-    the folder transformers read; those are compared by name (`check_names=False` skips that).
+    A set, or an adapter that records one (`dama train` does), is compared by base-weight fingerprint,
+    which is exact. An adapter without one (saved by older versions, or by plain peft) records only the
+    model string it was trained with and the folder transformers read; those are compared by name
+    (`check_names=False` skips that).
     """
     from dama_asr.adapters.card import portable_base_name
     from dama_asr.adapters.sets import base_fingerprint

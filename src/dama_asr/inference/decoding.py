@@ -378,7 +378,9 @@ def transcribe(
             short.append(i)
             continue
         if adapter_names is not None:  # the long-form loop drops rows: names would not line up
-            raise ValueError("adapter_names: only for clips within 30 s; route long clips one adapter at a time")
+            raise ValueError(
+                "adapter_names: only for clips within 30 s; route long clips one adapter at a time"
+            )
         results[i] = _decode_long(backbone, audio, languages[i], options)
         if on_batch is not None:
             on_batch(1)

@@ -209,7 +209,9 @@ def transcribe_routed(
     with restoring_adapter(model):
         if route == MIXED and short:
             mine = [names[i] for i in short]
-            part = transcribe(backbone, [audios[i] for i in short], options, languages=mine, adapter_names=mine)
+            part = transcribe(
+                backbone, [audios[i] for i in short], options, languages=mine, adapter_names=mine
+            )
             for i, transcript in zip(short, part, strict=True):
                 results[i] = transcript
             grouped = [i for i in grouped if results[i] is None]

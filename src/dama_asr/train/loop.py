@@ -20,6 +20,7 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from tqdm.auto import tqdm
 
 from dama_asr.adapters import base_model_of, save_adapter, trainable_parameter_count
+from dama_asr.adapters.sets import base_fingerprint
 from dama_asr.allocator import active_allocator
 from dama_asr.atomic import atomic_write_text, remove_leftovers
 from dama_asr.backbone.loading import Backbone, load_backbone
@@ -97,6 +98,8 @@ class Trainer:
                 for path in remove_leftovers(folder) if folder.is_dir() else []:
                     log.info("removed %s, left by an interrupted write", path)
         self.backbone = load_backbone(config.model, device="cpu", precision="no")
+        # The untouched base's weights, recorded with every saved adapter (export checks them).
+        self.base_fingerprint = base_fingerprint(self.backbone.model)
         # What runs is the accelerator's resolution of config.precision for its device ('auto' -> bf16 or no).
         self.precision: str = self.accelerator.mixed_precision
         self.backbone.precision = self.precision
@@ -359,7 +362,8 @@ class Trainer:
                 if self.is_main:
                     crash_point("best-save")
                     save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter,
-                                 self.run_dir / "best", base_model=self.config.model, card=self._card())  # fmt: skip
+                                 self.run_dir / "best", base_model=self.config.model, card=self._card(),
+                                 base_fingerprint=self.base_fingerprint)  # fmt: skip
             else:
                 state["bad_epochs"] += 1
                 patience = self.config.eval.patience
@@ -444,7 +448,7 @@ class Trainer:
         summary = self._summary(time.perf_counter() - start_run, stopped, early)
         if self.is_main and not stopped:
             save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter, self.run_dir / "final",
-                         base_model=self.config.model, card=self._card())  # fmt: skip
+                         base_model=self.config.model, card=self._card(), base_fingerprint=self.base_fingerprint)  # fmt: skip
             crash_point("final-save")  # final/ written, summary.json not yet
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
         self.accelerator.wait_for_everyone()
