@@ -42,7 +42,9 @@ def test_every_row_runs_and_a_rerun_runs_nothing(tmp_path: Path, capsys) -> None
                           "kd-layerwise__seed0", "kd-output__seed0"}  # fmt: skip
     rows = {name: row for cell in cells.values() for name, row in cell["rows"].items()}
     assert set(rows) >= {"zero-shot", "experts (language given)", "experts (Whisper LID)", "MoLE language-aware",
-                         "MoLE language-agnostic", "joint-one", "joint-total", "KD layer-wise", "KD output-only"}  # fmt: skip
+                         "MoLE language-agnostic", "joint-one", "joint-total", "KD layer-wise (language given)",
+                         "KD layer-wise (own detection)", "KD output-only (language given)",
+                         "KD output-only (own detection)"}  # fmt: skip
     for row in rows.values():
         assert set(row["by_language"]) == {"cy", "en"}
         assert row["average_wer"] == sum(v["wer"] for v in row["by_language"].values()) / 2

@@ -158,7 +158,9 @@ def _export_member(
             with tempfile.TemporaryDirectory(prefix=".hf-", dir=dest) as tmp:  # removed before the rename
                 save_hf(merged, backbone.processor, Path(tmp))
                 convert_into(Path(tmp), dest, context["quantization"])
-            record["ct2_config"] = check_config(dest, merged.generation_config)
+            # The decoder's token budget: CTranslate2's folder does not hold it, `dama transcribe` caps by it.
+            record["ct2_config"] = {**check_config(dest, merged.generation_config),
+                                    "max_length": merged.generation_config.max_length}  # fmt: skip
     details = {"quantization": context["quantization"], "merge_check": record.get("merge_check")}
     atomic_write_text(dest / "README.md", export_card(fmt, member, context["base_id"], details, test))
     provenance = {"format": EXPORT_FORMAT, "version": 1, "dama_asr": __version__, "export_format": fmt,

@@ -33,6 +33,7 @@ from dama_asr.scoring import has_repetition_loop
 EXPORT_INDEX = "export_index.json"
 EXPORT_RECORD = "dama_export.json"
 DEPLOY_HINT = "pip install 'dama-asr[deploy]'"
+DECODER_MAX_LENGTH = 448  # every Whisper's max_target_positions
 
 
 class Ct2EngineError(DamaError, ValueError):
@@ -105,6 +106,10 @@ class Ct2Whisper:
         config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
         self.languages = {self.tokenizer.id_to_token(i).strip("<|>") for i in config.get("lang_ids", [])}
         self.end_of_text = self._id("<|endoftext|>")
+        # Whisper's decoder length (prompt included), as `dama export` recorded it; whisper's 448 else.
+        record = self.folder / EXPORT_RECORD
+        ct2 = json.loads(record.read_text(encoding="utf-8")).get("ct2_config", {}) if record.is_file() else {}
+        self.max_length = int(ct2.get("max_length") or DECODER_MAX_LENGTH)
 
     def _id(self, token: str) -> int:
         found = self.tokenizer.token_to_id(token)
@@ -139,8 +144,13 @@ class Ct2Whisper:
         out: list[tuple[list[int], bool] | None] = [None] * len(pieces)
         for start in range(0, len(order), options.batch_size):
             chunk = order[start : start + options.batch_size]
+            # As `transcribe` caps: by duration, and within the decoder's length less the 4-token prompt.
             caps = [
-                max_new_tokens_for(len(pieces[i]) / SAMPLE_RATE, options.tokens_per_second) for i in chunk
+                min(
+                    self.max_length - 4,
+                    max_new_tokens_for(len(pieces[i]) / SAMPLE_RATE, options.tokens_per_second),
+                )
+                for i in chunk
             ]
             features = log_mel(self.feature_extractor, [pieces[i] for i in chunk]).numpy()  # (B, mels, 3000)
             results = self.model.generate(

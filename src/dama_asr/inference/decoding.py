@@ -195,10 +195,15 @@ def _decode_batch(
     first_special = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     results = []
     limit = model.generation_config.max_length - 4
+    prompt_ids = _prompt_token_ids(model.generation_config)
     for audio, lang, row in zip(audios, languages, sequences.tolist(), strict=True):
-        # Each item keeps its own duration budget, so results do not depend on batch neighbours.
+        # Each item keeps its own duration budget, so results do not depend on batch neighbours. The
+        # budget is for what the model wrote: the decoder prompt the sequence starts with is not counted.
         item_cap = min(limit, max_new_tokens_for(len(audio) / SAMPLE_RATE, options.tokens_per_second))
-        generated = row[:item_cap]
+        start = 0
+        while start < len(row) and row[start] in prompt_ids:
+            start += 1
+        generated = row[start:][:item_cap]
         content = [t for t in generated if t < first_special]
         text = _decode_text(processor, content).strip()
         seconds = len(audio) / SAMPLE_RATE
@@ -222,6 +227,17 @@ def _decode_batch(
             )
         )
     return results
+
+
+def _prompt_token_ids(generation_config) -> frozenset[int]:
+    """The ids a Whisper decoder prompt is made of: <|startoftranscript|>, the language and task tokens
+    and <|notimestamps|> (timestamps, which the model writes itself, are not among them)."""
+    gc = generation_config
+    ids = {gc.decoder_start_token_id, getattr(gc, "no_timestamps_token_id", None)}
+    ids |= set((getattr(gc, "lang_to_id", None) or {}).values()) | set(
+        (getattr(gc, "task_to_id", None) or {}).values()
+    )
+    return frozenset(i for i in ids if i is not None)
 
 
 def _decode_text(processor, tokens: list[int]) -> str:
