@@ -235,8 +235,9 @@ def export_section(data: dict) -> str:
     ]
     fastest_int8 = min(int8, default=None)
     langs = ", ".join(f"{k} {len(v)}" for k, v in data["items"].items())
-    lines = [f"Machine: {m['cpu']}, {data['threads']} threads for every engine; torch {m['torch']}; measured "
-             f"{m['date']}. Test utterances per language: {langs} ({data['audio_seconds'] / 60:.1f} min of audio); "
+    when = sorted(r["measured"] for r in rows.values())
+    lines = [f"Machine: {m['cpu']}, {data['threads']} threads for every engine; torch {m['torch']}; rows measured "
+             f"{when[0]} to {when[-1]} (each row's time is in results.json). Test utterances per language: {langs} ({data['audio_seconds'] / 60:.1f} min of audio); "
              "greedy, language given, no timestamps. RTF = decoding seconds / audio seconds (models loaded and "
              "warmed up first); peak RSS = the row's own process. Agreement = identical text to merged fp32 batch 1.", "",
              "| row | engine | precision | batch | RTF | speed vs fastest CT2 int8 | WER | CER | macro WER | agreement | peak RSS GiB |",
