@@ -69,6 +69,16 @@ def test_expansion_cells_report_the_new_language_and_untouched_base_languages(tm
     capsys.readouterr()
     assert main(args) == 0  # everything is done: nothing runs again
     assert "0 cell(s) run now; 0 left" in capsys.readouterr().out
+    # A base cell scored on another machine's trained set (another digest): the moe cell re-scores "before"
+    # on the set it expands, and judges identical transcripts against that.
+    base_path = study / "cells" / "base-languages.json"
+    assert base_cell["set_digest"]
+    base_path.write_text(json.dumps({**base_cell, "set_digest": "another machine's set"}))
+    (study / "cells" / "lt-moe__seed0.json").unlink()
+    assert main([*args, "--only", "lt-moe"]) == 0
+    again = json.loads((study / "cells" / "lt-moe__seed0.json").read_text())
+    assert again["base_before"] == base_cell["rows"]["base set"] and again["base_identical"] == {"cy": True, "en": True}
+    assert "(base set retrained: before " in base_languages_table(study)
 
 
 def test_expansion_config_errors_name_the_key(tmp_path: Path) -> None:

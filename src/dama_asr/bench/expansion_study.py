@@ -110,6 +110,12 @@ def _files(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
+def _set_digest(folder: Path, members: list[str]) -> str:
+    """One hash of the base members' files: which trained base set a base cell scored."""
+    lines = [f"{m}/{name}\t{h}" for m in members for name, h in _files(folder / m).items()]
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
 class ExpansionStudyRunner:
     def __init__(self, study: ExpansionStudy, study_dir: Path, work_dir: Path) -> None:
         from dama_asr.bench.experts_study import ExpertsStudyRunner, load_experts_study
@@ -175,8 +181,10 @@ class ExpansionStudyRunner:
     # ---- cells -----------------------------------------------------------------------------------
     def base_languages(self) -> dict:
         languages = list(self.base_study.languages)
-        scores, digests = self._score(self._backbone(self.base_set()), self.base.manifest("test"), languages)
-        return {"rows": {"base set": scores}, "digests": digests, "languages": languages}
+        base_set = self.base_set()
+        scores, digests = self._score(self._backbone(base_set), self.base.manifest("test"), languages)
+        return {"rows": {"base set": scores}, "digests": digests, "languages": languages,
+                "set_digest": _set_digest(base_set, languages)}  # fmt: skip
 
     def zero_shot(self, code: str) -> dict:
         scores, _ = self._score(self._backbone(), self.manifest(code, "test"), [code])
@@ -205,6 +213,11 @@ class ExpansionStudyRunner:
                 self.run(only=[BASE_CELL])
             before = json.loads((self.cells_dir / f"{BASE_CELL}.json").read_text(encoding="utf-8"))
             languages = list(self.base_study.languages)
+            if before.get("set_digest") != _set_digest(base_set, languages):
+                # The base set was retrained since the base cell scored it (a fresh machine keeps the
+                # committed cells, not the trained sets): "before" is this set, scored now.
+                before = {**self.base_languages(), "rescored": True}
+                result["base_before"] = before["rows"]["base set"]
             after, digests = self._score(self._backbone(expanded), self.base.manifest("test"), languages)
             result["base_after"] = after
             result["base_identical"] = {m: digests[m] == before["digests"][m] for m in languages}
