@@ -77,7 +77,10 @@ def test_expansion_cells_report_the_new_language_and_untouched_base_languages(tm
     (study / "cells" / "lt-moe__seed0.json").unlink()
     assert main([*args, "--only", "lt-moe"]) == 0
     again = json.loads((study / "cells" / "lt-moe__seed0.json").read_text())
-    assert again["base_before"] == base_cell["rows"]["base set"] and again["base_identical"] == {"cy": True, "en": True}
+    assert again["base_before"] == base_cell["rows"]["base set"] and again["base_identical"] == {
+        "cy": True,
+        "en": True,
+    }
     assert "(base set retrained: before " in base_languages_table(study)
 
 
