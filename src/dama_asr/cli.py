@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "dama_asr.demo_commands",
     "dama_asr.export_commands",
     "dama_asr.expand_commands",
+    "dama_asr.tune_commands",
 )
 
 

@@ -83,7 +83,7 @@ def demo_study(
         "hours": [hours],
         "seeds": [0],
         "train": {
-            "optim": {"epochs": epochs, "batch_size": 8, "lr": 1.0e-3},
+            "optim": {"epochs": epochs, "batch_size": 8, "lr": 1.0e-3, "schedule": "linear"},
             # patience 0: every epoch runs, as when the committed timing (docs/demo/timing.json) was taken
             "eval": {"max_utterances": dev_utterances, "normaliser": "whisper", "patience": 0},
             "precision": precision,

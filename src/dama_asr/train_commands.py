@@ -194,7 +194,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--schedule", choices=["linear", "cosine", "constant"], help="decay after warmup")
+    p.add_argument(
+        "--schedule",
+        choices=["plateau", "linear", "cosine", "constant"],
+        help="after warmup: plateau (x0.5 after a dev epoch that does not improve, stop after --patience of "
+        "them: trains until converged, --epochs is a cap), linear or cosine decay over --epochs, constant",
+    )
     p.add_argument("--max-dev", type=int, help="dev utterances scored each epoch (0 = all)")
     p.add_argument("--patience", type=int, help="early stopping after N epochs without dev improvement")
     p.add_argument("--seed", type=int, help="initialisation, batch order and dev sample")

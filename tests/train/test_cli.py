@@ -80,18 +80,21 @@ def test_train_help_shows_the_one_set_of_defaults_the_recipes_use(capsys) -> Non
     import pytest
     import yaml
 
-    from dama_asr.train.config import EvalConfig
+    from dama_asr.train.config import DEFAULT_MAX_EPOCHS, EvalConfig
 
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])
     assert exit_info.value.code == 0
     printed = " ".join(capsys.readouterr().out.split())
-    assert "without dev improvement (default: 2)" in printed
+    assert "without dev improvement (default: 3)" in printed
     assert "(0 = all) (default: 100)" in printed and "frozen (default: True)" in printed
     # A bare `dama train` and the shipped recipes stop and sample dev alike.
     for recipe in sorted(Path(__file__).parents[2].glob("recipes/*.yaml")):
-        ev = yaml.safe_load(recipe.read_text())["eval"]
+        data = yaml.safe_load(recipe.read_text())
+        ev, optim = data["eval"], data["optim"]
         assert (ev["patience"], ev["max_utterances"]) == (EvalConfig.patience, EvalConfig.max_utterances)
+        # What a bare `dama train --dev ...` resolves to: converged (plateau), 30 epochs at most.
+        assert (optim["schedule"], optim["epochs"]) == ("plateau", DEFAULT_MAX_EPOCHS)
 
 
 def test_tiny_train_and_eval_warn_nothing_and_time_dev_scoring_apart(

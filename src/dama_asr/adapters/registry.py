@@ -59,6 +59,9 @@ class MethodSpec:
     builds_on_experts: bool = False
     default_objective: str | None = None
     default_sampler: str | None = None
+    # What `dama tune` searches without --axis, in order (`dama_asr.tune.space` syntax): the learning
+    # rate first (it matters most), then the adapter's size; values a factor ~3 apart.
+    tune_axes: tuple[str, ...] = ("optim.lr=3e-4|1e-3|3e-3", "adapter.r=16|32|64")
 
     def experts_options(self, experts: Path, encoder_layers: int, **flags: Any) -> dict[str, Any]:
         """`AdapterConfig.extra` for this method over the saved experts (methods that build on them)."""

@@ -27,8 +27,11 @@ from dama_asr.errors import DamaError
 from dama_asr.precision import PRECISIONS
 from dama_asr.train.objectives import get_objective_class, objective_names
 from dama_asr.train.samplers import SAMPLERS
+from dama_asr.train.schedules import SCHEDULES
 
-SCHEDULES = ("linear", "cosine", "constant")
+# optim.epochs 0 means: a cap this high for the plateau schedule (it stops itself), this many otherwise.
+DEFAULT_MAX_EPOCHS = 30
+DEFAULT_EPOCHS = 5
 # Fields that may differ between a run and its `--resume` (they steer the process, not the maths).
 RUN_CONTROL_FIELDS = frozenset({"stop_after_steps", "progress_bar"})
 
@@ -39,25 +42,34 @@ class TrainConfigError(DamaError, ValueError):
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW over the trainable parameters, warmup then decay.
+    """AdamW over the trainable parameters, warmup then decay (`dama_asr.train.schedules`).
 
     batch_size is per process; the global batch is batch_size x grad_accum x processes.
-    warmup_steps > 0 wins over warmup_ratio (a fraction of all optimizer steps).
+    schedule: 'plateau' (constant after warmup, x plateau_factor after each epoch without a better dev
+    WER, stopped after eval.patience of them: trains until converged, `epochs` is only a cap), 'linear' or
+    'cosine' (decay to 0 over `epochs`), 'constant'; 'auto' (the default): plateau when the run has a dev
+    set and a patience, else linear. epochs 0 (the default): 30 (a cap) with plateau, else 5.
+    TrainConfig stores both resolved, so a run's config.yaml says what ran.
+    warmup_steps > 0 wins over warmup_ratio: a fraction of all optimizer steps, or for 'plateau', whose
+    length is not known in advance, of one epoch's.
     """
 
-    epochs: int = 5
+    epochs: int = 0
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
     warmup_steps: int = 0
-    schedule: str = "linear"
+    schedule: str = "auto"
+    plateau_factor: float = 0.5
     max_grad_norm: float = 1.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", "batch_size", "grad_accum")
+        _positive(self, "batch_size", "grad_accum")
+        if self.epochs < 0:
+            raise TrainConfigError(f"optim.epochs: must be >= 1 (0 = auto), got {self.epochs}")
         if not self.lr > 0:
             raise TrainConfigError(f"optim.lr: must be > 0, got {self.lr}")
         if self.weight_decay < 0:
@@ -66,8 +78,12 @@ class OptimConfig:
             raise TrainConfigError(f"optim.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         if self.warmup_steps < 0:
             raise TrainConfigError(f"optim.warmup_steps: must be >= 0, got {self.warmup_steps}")
-        if self.schedule not in SCHEDULES:
-            raise TrainConfigError(f"optim.schedule: one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.schedule not in ("auto", *SCHEDULES):
+            raise TrainConfigError(
+                f"optim.schedule: one of auto, {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
+        if not 0.0 < self.plateau_factor <= 1.0:
+            raise TrainConfigError(f"optim.plateau_factor: must be in (0, 1], got {self.plateau_factor}")
         if self.max_grad_norm < 0:
             raise TrainConfigError(
                 f"optim.max_grad_norm: must be >= 0 (0 = no clipping), got {self.max_grad_norm}"
@@ -76,8 +92,11 @@ class OptimConfig:
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise TrainConfigError(f"optim.adam_betas: two numbers in [0, 1), got {self.adam_betas}")
 
-    def warmup_for(self, total_steps: int) -> int:
-        return self.warmup_steps or int(round(self.warmup_ratio * total_steps))
+    def warmup_for(self, total_steps: int, steps_per_epoch: int) -> int:
+        if self.warmup_steps:
+            return self.warmup_steps
+        span = steps_per_epoch if self.schedule == "plateau" else total_steps
+        return int(round(self.warmup_ratio * span))
 
 
 @dataclass(frozen=True)
@@ -92,7 +111,7 @@ class EvalConfig:
 
     enabled: bool = True
     normaliser: str = "script_safe"
-    patience: int = 2
+    patience: int = 3
     max_utterances: int = 100
     batch_size: int = 16
     beam_size: int = 1
@@ -184,6 +203,17 @@ class TrainConfig:
         object.__setattr__(self, "objective_options", options)
         if self.checkpoint_every < 0 or self.stop_after_steps < 0:
             raise TrainConfigError("checkpoint_every and stop_after_steps: must be >= 0")
+        stops_on_dev = bool(self.dev and self.eval.enabled and self.eval.patience)
+        schedule = self.optim.schedule
+        if schedule == "auto":
+            schedule = "plateau" if stops_on_dev else "linear"
+        if schedule == "plateau" and not stops_on_dev:
+            raise TrainConfigError(
+                "optim.schedule: 'plateau' decays and stops on dev WER, so it needs a dev set (--dev) and "
+                "eval.patience >= 1; without one choose a fixed length: --schedule linear --epochs N"
+            )
+        epochs = self.optim.epochs or (DEFAULT_MAX_EPOCHS if schedule == "plateau" else DEFAULT_EPOCHS)
+        object.__setattr__(self, "optim", dataclasses.replace(self.optim, schedule=schedule, epochs=epochs))
 
     @property
     def uses_encoder_cache(self) -> bool:

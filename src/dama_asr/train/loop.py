@@ -45,6 +45,7 @@ from dama_asr.train.config import TrainConfig, TrainConfigError, config_differen
 from dama_asr.train.data import IGNORE_INDEX, collate_tokens, shard_batch
 from dama_asr.train.metrics_log import MetricsLog, peak_memory_bytes
 from dama_asr.train.objectives import TOKEN_TERM, Objective, ObjectiveSetup, StepModel, get_objective
+from dama_asr.train.schedules import decay_on_plateau
 from dama_asr.train.setup import (
     RunData,
     build_cross_kv,
@@ -115,7 +116,7 @@ class Trainer:
         )
         self.total_steps = self.steps_per_epoch * config.optim.epochs
         self.optimizer = make_optimizer(model, config.optim)
-        self.scheduler = make_scheduler(self.optimizer, config.optim, self.total_steps)
+        self.scheduler = make_scheduler(self.optimizer, config.optim, self.total_steps, self.steps_per_epoch)
         global_batch = config.optim.batch_size * config.optim.grad_accum * self.world
         self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_wer": None, "best_epoch": None,
                       "bad_epochs": 0, "history": [], "epoch_seconds": [], "cache_seconds": 0.0,
@@ -368,6 +369,10 @@ class Trainer:
                 state["bad_epochs"] += 1
                 patience = self.config.eval.patience
                 stop = bool(patience) and state["bad_epochs"] >= patience
+                if not stop:
+                    lr = decay_on_plateau(self.scheduler, self.config.optim.plateau_factor)
+                    if lr is not None:
+                        log.info("epoch %d: dev WER not better; learning rate now %.2e", epoch + 1, lr)
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
         state["epoch_losses"], state["epoch_train_seconds"], state["epoch_samples"] = [], 0.0, 0
         state["stopped_early"] = stop

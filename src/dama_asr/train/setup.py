@@ -12,7 +12,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from torch import nn
-from transformers import get_scheduler
 
 from dama_asr.accounting import SkippedItems
 from dama_asr.adapters import apply_adapter, base_model_of
@@ -32,6 +31,7 @@ from dama_asr.precision import compute_dtype, hold_frozen_weights, resolve_preci
 from dama_asr.train.config import OptimConfig, TrainConfig
 from dama_asr.train.data import Example, model_item_languages, prepare_examples
 from dama_asr.train.samplers import sampler_batches
+from dama_asr.train.schedules import make_schedule
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,11 @@ def steps_per_epoch(
     return -(-micro // config.optim.grad_accum)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, total_steps: int):
-    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[optim.schedule]
-    return get_scheduler(
-        name, optimizer, num_warmup_steps=optim.warmup_for(total_steps), num_training_steps=total_steps
-    )
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, optim: OptimConfig, total_steps: int, steps_per_epoch: int
+):
+    warmup = optim.warmup_for(total_steps, steps_per_epoch)
+    return make_schedule(optimizer, optim.schedule, warmup, total_steps)
 
 
 def global_micro_batches(

@@ -33,6 +33,8 @@ class Dama(LoraFamily):
         "in the middle layers."
     )
     requires_rank = False
+    # The rank pair moves together, keeping the recipe's 4:1 ends-to-middle ratio.
+    tune_axes = ("optim.lr=3e-4|1e-3|3e-3", "adapter.r_high,adapter.r_low=16,4|32,8|64,16")
     schedule = True  # ranks follow the depth schedule (else one uniform rank)
     svd = True  # middle layers' A starts from the trailing singular vectors (else kaiming)
     bpp = True  # middle layers' A is frozen (else it trains)

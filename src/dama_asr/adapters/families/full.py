@@ -22,6 +22,7 @@ class Full(MethodSpec):
     order = 0
     summary = "Full fine-tuning: every decoder weight trains."
     saves_full_model = True
+    tune_axes = ("optim.lr=1e-5|3e-5|1e-4",)
 
     def resolve(self, cfg: AdapterConfig) -> dict[str, Any]:
         return {"r": None, "alpha": None}  # no factors, so neither a rank nor a scaling

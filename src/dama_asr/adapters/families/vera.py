@@ -50,6 +50,9 @@ class Vera(MethodSpec):
         "VeRA: frozen random low-rank matrices shared by all layers, scaled by two trained vectors per layer."
     )
     default_targets = ("qv",)
+    tune_axes = (
+        "optim.lr=1e-3|3e-3|1e-2",
+    )  # the shared matrices fix its size; scaling vectors want a higher lr
 
     def resolve(self, cfg: AdapterConfig) -> dict[str, Any]:
         r = cfg.r or DEFAULT_RANK  # 0 (unset) or None: the paper's rank
