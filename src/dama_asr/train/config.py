@@ -130,6 +130,34 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """SpecAugment-style masks on what each training step feeds the model (`dama_asr.train.augment`):
+    log-mel features, or the cached encoder states when the encoder (or its bottom) is frozen.
+
+    time_mask_share: about this share of each utterance's frames is masked, in spans of time_mask_ms.
+    feature_mask_share: about this share of the channels (mel bins, or hidden channels of cached
+    states), in bands of feature_mask_width. 0 = off (the default).
+    """
+
+    time_mask_share: float = 0.0
+    time_mask_ms: float = 100.0
+    feature_mask_share: float = 0.0
+    feature_mask_width: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("time_mask_share", "feature_mask_share"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise TrainConfigError(f"augment.{name}: must be in [0, 1), got {getattr(self, name)}")
+        if not self.time_mask_ms > 0:
+            raise TrainConfigError(f"augment.time_mask_ms: must be > 0, got {self.time_mask_ms}")
+        _positive(self, "feature_mask_width")
+
+    @property
+    def enabled(self) -> bool:
+        return self.time_mask_share > 0 or self.feature_mask_share > 0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run.
 
@@ -155,6 +183,7 @@ class TrainConfig:
     `keep_checkpoints` are kept.  stop_after_steps: stop (with a checkpoint) after this many optimizer
     steps; the schedule still spans all epochs, so `--resume` continues the same run.
     prompt_loss: also train on the forced <|lang|><|transcribe|><|notimestamps|> tokens.
+    augment: SpecAugment-style masking of each step's input (`AugmentConfig`; off by default).
     """
 
     model: str = "whisper-base"
@@ -164,6 +193,7 @@ class TrainConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -203,6 +233,16 @@ class TrainConfig:
         object.__setattr__(self, "objective_options", options)
         if self.checkpoint_every < 0 or self.stop_after_steps < 0:
             raise TrainConfigError("checkpoint_every and stop_after_steps: must be >= 0")
+        if self.augment.enabled and self.objective != "asr":
+            raise TrainConfigError(
+                f"augment: masking is for the 'asr' objective; objective {self.objective!r} compares the "
+                "model with targets computed from the unmasked input. Set augment shares to 0"
+            )
+        if self.augment.enabled and self.cross_kv_cache_gib:
+            raise TrainConfigError(
+                "augment: the stored cross-attention K/V (cross_kv_cache_gib) come from unmasked encoder "
+                "outputs; set cross_kv_cache_gib 0 to mask them"
+            )
         stops_on_dev = bool(self.dev and self.eval.enabled and self.eval.patience)
         schedule = self.optim.schedule
         if schedule == "auto":
@@ -245,7 +285,7 @@ class TrainConfig:
 
 
 def _positive(obj: Any, *names: str) -> None:
-    prefix = {OptimConfig: "optim.", EvalConfig: "eval."}.get(type(obj), "")
+    prefix = {OptimConfig: "optim.", EvalConfig: "eval.", AugmentConfig: "augment."}.get(type(obj), "")
     for name in names:
         if getattr(obj, name) < 1:
             raise TrainConfigError(f"{prefix}{name}: must be >= 1, got {getattr(obj, name)}")

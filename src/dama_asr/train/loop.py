@@ -33,6 +33,7 @@ from dama_asr.features.encoder_prefix import install_prefix_entry, remove_prefix
 from dama_asr.features.log_mel import log_mel_items
 from dama_asr.inference.decoding import DecodingOptions
 from dama_asr.locks import FolderLock
+from dama_asr.train.augment import augment_inputs, mask_generator
 from dama_asr.train.checkpoint import (
     latest_good_checkpoint,
     list_checkpoints,
@@ -204,6 +205,11 @@ class Trainer:
         else:
             features = log_mel_items(self.backbone.processor.feature_extractor, [e.item for e in examples])
             inputs["input_features"] = features.to(device, dtype=dtype)  # (B, mels, 3000)
+        if self.config.augment.enabled:
+            generator = mask_generator(
+                self.config.seed, self.state["global_step"], self.accelerator.process_index
+            )
+            augment_inputs(inputs, [e.item.duration for e in examples], self.config.augment, generator)
         return {"inputs": inputs, "labels": batch["labels"].to(device), "cross_kv": kv,
                 "languages": batch["languages"]}  # fmt: skip
 
