@@ -53,6 +53,13 @@ def add_adapter_args(
         help="with --encoder, adapt encoder layers K.. only (1-based; default 1 = all); the frozen "
         "layers below are run once per utterance and cached, not every step",
     )
+    g.add_argument(
+        "--encoder-schedule",
+        choices=["uniform", "rising", "dama"],
+        default=None,
+        help="with --encoder and DAMA: the encoder's ranks by depth: uniform r_low (default), rising from "
+        "r_low to r_high, or the decoder's depth-aware schedule (SVD basis and freezing in the middle)",
+    )
     g.add_argument("--lora-dropout", type=float, default=None)
 
 
@@ -72,7 +79,7 @@ def adapter_overrides_from_args(args: argparse.Namespace, uniform_rank: int | No
     names = {
         "method": "method", "r": "r", "r_high": "r_high", "r_low": "r_low", "theta1": "theta1",
         "theta2": "theta2", "alpha_policy": "alpha_policy", "alpha_ratio": "alpha_ratio", "alpha": "alpha",
-        "targets": "targets", "encoder": "encoder", "encoder_from": "encoder_from", "lora_dropout": "dropout",
+        "targets": "targets", "encoder": "encoder", "encoder_from": "encoder_from", "encoder_schedule": "encoder_schedule", "lora_dropout": "dropout",
     }  # fmt: skip
     out = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
     if getattr(args, "probe", None):

@@ -27,11 +27,14 @@ from dama_asr.testing import tiny_whisper
 DIMS = {"d_model": 32, "layers": 6, "heads": 2}
 
 
-def _config(method: str) -> AdapterConfig:
+def _config(variant: str) -> AdapterConfig:
     # Methods with a default rank use it (dama-no-schedule: the schedule's mean; vera: 256, wider than
-    # these layers, which VeRA allows); the others get rank 4.
+    # these layers, which VeRA allows); the others get rank 4. "METHOD:encoder-SCHEDULE" adapts the
+    # encoder too, with that encoder schedule.
+    method, _, encoder = variant.partition(":encoder-")
     rank = 4 if get_method(method).requires_rank else 0
-    return AdapterConfig(method=method, r=rank, r_high=8, r_low=2)
+    extra = {"encoder": True, "encoder_schedule": encoder} if encoder else {}
+    return AdapterConfig(method=method, r=rank, r_high=8, r_low=2, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +67,10 @@ def _fresh_base():
 
 
 STANDALONE = [m for m in method_names() if not get_method(m).builds_on_experts]
+ENCODER_SCHEDULES = ["dama:encoder-rising", "dama:encoder-dama"]
 
 
-@pytest.fixture(scope="module", params=STANDALONE)
+@pytest.fixture(scope="module", params=STANDALONE + ENCODER_SCHEDULES)
 def adapted(request, inputs):
     cfg = _config(request.param)
     base_logits = _logits(_fresh_base(), inputs)
@@ -133,3 +137,25 @@ def test_dama_middle_basis_is_trailing_and_frozen(inputs):
     _train_step(model, inputs)
     assert torch.equal(layer.lora_A["default"].weight, a)
     assert layer.lora_B["default"].weight.abs().sum() > 0
+
+
+def test_encoder_schedules_rank_the_encoder_by_depth() -> None:
+    from dama_asr.adapters.config import AdapterConfigError
+
+    config = tiny_whisper(seed=1, **DIMS)[0].config
+
+    def ranks(cfg: AdapterConfig, side: str) -> list[tuple[int, int, bool]]:
+        rows = {r.layer: (r.rank, r.train_a, r.init) for r in plan_modules(config, cfg) if r.side == side}
+        return [rows[k] for k in sorted(rows)]
+
+    rising = ranks(_config("dama:encoder-rising"), "encoder")
+    assert [r[0] for r in rising] == [2, 3, 4, 6, 7, 8]  # r_low at the bottom to r_high at the top
+    dama_enc = _config("dama:encoder-dama")
+    assert ranks(dama_enc, "encoder") == ranks(
+        dama_enc, "decoder"
+    )  # the decoder's schedule, both stacks 6 deep
+    assert {r[0] for r in ranks(_config("dama"), "decoder")} == {2, 5, 8}
+    with pytest.raises(AdapterConfigError, match="encoder_schedule: method lora offers uniform"):
+        AdapterConfig(method="lora", r=4, encoder=True, encoder_schedule="rising")
+    with pytest.raises(AdapterConfigError, match="only with encoder adaptation"):
+        AdapterConfig(method="dama", encoder_schedule="rising")

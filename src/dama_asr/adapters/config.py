@@ -62,6 +62,10 @@ class AdapterConfig:
     encoder_from: with `encoder`, the first encoder layer adapted (1-based; 1 = all of them). The layers
     below stay frozen, and training caches their output instead of running them every step
     (`dama_asr.features.encoder_prefix`).
+    encoder_schedule: how the encoder's ranks vary with depth, where the method offers a choice (its
+    spec's `encoder_schedules`): 'uniform' (every method: r, or r_low for DAMA), and for DAMA 'rising'
+    (r_low at the bottom to r_high at the top, where the encoder's language-specific information
+    grows) or 'dama' (the decoder's depth-aware schedule, SVD basis and freezing, over the encoder's depth).
     """
 
     method: str = "dama"
@@ -77,6 +81,7 @@ class AdapterConfig:
     targets: tuple[str, ...] = ()
     encoder: bool = False
     encoder_from: int = 1
+    encoder_schedule: str = "uniform"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,6 +97,13 @@ class AdapterConfig:
             raise AdapterConfigError(f"encoder_from: a layer number >= 1, got {self.encoder_from!r}")
         if self.encoder_from > 1 and not self.encoder:
             raise AdapterConfigError("encoder_from: only with encoder adaptation (--encoder)")
+        if self.encoder_schedule not in spec.encoder_schedules:
+            raise AdapterConfigError(
+                f"encoder_schedule: method {self.method} offers {', '.join(spec.encoder_schedules)}, "
+                f"got {self.encoder_schedule!r}"
+            )
+        if self.encoder_schedule != "uniform" and not self.encoder:
+            raise AdapterConfigError("encoder_schedule: only with encoder adaptation (--encoder)")
         object.__setattr__(self, "targets", tuple(self.targets) or spec.default_targets)
         self.target_linears()  # validates names
         for name, value in spec.resolve(self).items():

@@ -59,6 +59,8 @@ class MethodSpec:
     builds_on_experts: bool = False
     default_objective: str | None = None
     default_sampler: str | None = None
+    # How the encoder's ranks may vary with depth (AdapterConfig.encoder_schedule); the first is the default.
+    encoder_schedules: tuple[str, ...] = ("uniform",)
     # What `dama tune` searches without --axis, in order (`dama_asr.tune.space` syntax): the learning
     # rate first (it matters most), then the adapter's size; values a factor ~3 apart.
     tune_axes: tuple[str, ...] = ("optim.lr=3e-4|1e-3|3e-3", "adapter.r=16|32|64")

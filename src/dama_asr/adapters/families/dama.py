@@ -2,7 +2,8 @@
 
 DAMA ranks decoder layers by depth (r_high at the ends, r_low in the middle, `schedule.py`) and
 starts the middle layers' A from W's trailing right singular vectors, frozen ("basis-preserving
-projection": only B trains there). The encoder, when adapted, gets plain LoRA at r_low.
+projection": only B trains there). The encoder, when adapted, gets plain LoRA at r_low, or with
+`encoder_schedule` ranks rising with depth or the decoder's schedule over the encoder's layers.
     dama-no-schedule: one uniform rank (r, or 0 = the schedule's mean, the same budget)
     dama-no-svd:      the middle layers' frozen A is random (kaiming), not the trailing basis
     dama-no-bpp:      the middle layers' trailing-basis A trains too
@@ -35,6 +36,7 @@ class Dama(LoraFamily):
     requires_rank = False
     # The rank pair moves together, keeping the recipe's 4:1 ends-to-middle ratio.
     tune_axes = ("optim.lr=3e-4|1e-3|3e-3", "adapter.r_high,adapter.r_low=16,4|32,8|64,16")
+    encoder_schedules = ("uniform", "rising", "dama")
     schedule = True  # ranks follow the depth schedule (else one uniform rank)
     svd = True  # middle layers' A starts from the trailing singular vectors (else kaiming)
     bpp = True  # middle layers' A is frozen (else it trains)
@@ -67,6 +69,13 @@ class Dama(LoraFamily):
         return LayerChoice(rank, cfg.alpha_for(rank), init, not (middle and self.bpp), zone=at.zone.value)
 
     def encoder_layer(self, cfg: AdapterConfig, layer: int, depth: int) -> LayerChoice:
+        if (
+            cfg.encoder_schedule == "dama"
+        ):  # the decoder's schedule (and its ablation) over the encoder's depth
+            return self.decoder_layer(cfg, layer, depth)
+        if cfg.encoder_schedule == "rising":
+            rank = int(cfg.r_low + (cfg.r_high - cfg.r_low) * (layer - 1) / max(depth - 1, 1) + 0.5)
+            return LayerChoice(rank, cfg.alpha_for(rank), INIT_DEFAULT, zone="rising")
         return LayerChoice(cfg.r_low, cfg.alpha_for(cfg.r_low), INIT_DEFAULT)
 
     def initialise(self, layer: nn.Module, row: ModulePlan) -> None:
