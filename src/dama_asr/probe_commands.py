@@ -22,6 +22,27 @@ def with_merged_adapter(backbone, adapter: str | Path):
     return adapted_backbone(backbone, adapter, merge=True)
 
 
+def cmd_char_probe(args: argparse.Namespace, backbone, items) -> None:
+    import json
+
+    from dama_asr.atomic import atomic_write_text
+    from dama_asr.probe.chars import CharProbeOptions, plot_char_probe, run_char_probe
+
+    options = CharProbeOptions(seed=args.seed, forward_batch=args.batch_size,
+                               max_utterances=args.max_per_language or 0)  # fmt: skip
+    result = run_char_probe(backbone, items, options)
+    tag = f"{args.model}+{Path(args.adapter).resolve().parent.name}" if args.adapter else args.model
+    out = Path(args.out) if args.out else default_out_dir(args.manifest, tag)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "chars_probe.json", json.dumps(result, indent=2, allow_nan=False))
+    png = plot_char_probe(result, out / "chars_probe.png")
+    print(f"{result['model']}: character CTC probe of the encoder, {result['train_utterances']} training and "
+          f"{result['heldout_utterances']} held-out utterances, {result['alphabet_size']} characters")  # fmt: skip
+    for row in result["layers"]:
+        print(f"  layer {row['layer']:>2}: held-out CER {row['cer']:.1%}")
+    print(f"most readable: layer {result['best_layer']}\nresults: {out / 'chars_probe.json'}\nplot: {png}")
+
+
 def cmd_probe(args: argparse.Namespace) -> None:
     from dama_asr.backbone.loading import load_backbone
     from dama_asr.data.manifest import read_manifest
@@ -44,6 +65,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
         backbone = (
             with_merged_adapter(backbone, args.adapter) if args.adapter else backbone.ready_for_inference()
         )
+        if args.task == "chars":
+            return cmd_char_probe(args, backbone, items)
         result = run_probe(backbone, items, options)
     except ProbeError as err:
         raise UserError(str(err)) from err
@@ -112,6 +135,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "so probing the base model and its frozen-encoder adaptations encodes the audio once",
     )
     p.add_argument("--fixed-language", default="en", help="the language token used by --prompt fixed")
+    p.add_argument(
+        "--task",
+        choices=["lid", "chars"],
+        default="lid",
+        help="lid: language ID per layer (pooled, k-fold); chars: a linear CTC probe per encoder layer "
+        "spelling the transcript (held-out CER; one language is enough; --max-per-language caps the sample)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     from dama_asr.command_args import add_precision_arg
 
