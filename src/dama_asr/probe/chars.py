@@ -18,6 +18,7 @@ import random
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
