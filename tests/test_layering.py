@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dama_asr.inference", "dama_asr.evaluate"),
     ("dama_asr.export",),
     ("dama_asr.train", "dama_asr.probe"),
-    ("dama_asr.bench", "dama_asr.report"),
+    ("dama_asr.bench", "dama_asr.report", "dama_asr.tune"),
     # commands: parse, call the library, print
     ("dama_asr.cli", "dama_asr.demo", "dama_asr.command_args", "dama_asr.adapter_args", "dama_asr.train_systems",
      "dama_asr.data.commands", "dama_asr.data.import_commands", "dama_asr.data.corpus_commands"),

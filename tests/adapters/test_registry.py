@@ -149,7 +149,7 @@ RESOLVED = {"lora": (64, 128.0), "lora-fa": (64, 128.0), "pissa": (64, 128.0), "
             "dama-no-bpp": (None, None), "dama-no-schedule": (0, None)}  # fmt: skip
 
 
-ADDED_SINCE = {"encoder_from": 1}
+ADDED_SINCE = {"encoder_from": 1, "encoder_schedule": "uniform"}
 
 
 @pytest.mark.parametrize("method", sorted(OLD_CELLS))

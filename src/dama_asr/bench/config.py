@@ -228,7 +228,9 @@ def check_train_section(section: Any, where: str) -> dict:
             raise StudyConfigError(f"{where}.{key}: set per cell by the study (from {source}); remove it")
     _check_train_keys(section, TrainConfig, where)
     try:  # values (types, ranges) as a recipe's; `train` and `dev` stand in for the cell's own
-        TrainConfig.from_dict({**copy.deepcopy(section), "train": "cell-subset.jsonl", "dev": "cell-dev.jsonl"})
+        TrainConfig.from_dict(
+            {**copy.deepcopy(section), "train": "cell-subset.jsonl", "dev": "cell-dev.jsonl"}
+        )
     except TrainConfigError as err:
         raise StudyConfigError(f"{where}: {err}") from err
     return section
