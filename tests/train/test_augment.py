@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from dama_asr.train import train
+from dama_asr.train import TrainConfig, train
 from dama_asr.train.augment import augment_inputs, mask_batch, mask_generator
 from dama_asr.train.config import AugmentConfig, TrainConfigError
 
@@ -60,3 +61,23 @@ def test_masking_is_refused_where_targets_come_from_unmasked_input(make_config) 
         make_config(augment={"time_mask_share": 0.1}, cross_kv_cache_gib=1.0)
     with pytest.raises(TrainConfigError, match="augment.time_mask_share"):
         make_config(augment={"time_mask_share": 1.5})
+
+
+def test_perturbed_copies_join_the_training_set_and_the_encoder_cache(make_config, tmp_path: Path) -> None:
+    config = make_config(augment={"speed_factors": [0.9, 1.1], "noise_snr_db": 20}, precision="no")
+    assert config.augment.speed_factors == (0.9, 1.1) and config.augment.noise_snr_db == (20.0,)
+    assert config.uses_encoder_cache
+    summary = train(config)
+    assert summary["train_utterances"] == 8 * 4 and summary["perturbed_copies"] == 8 * 3
+    # Each copy is its own audio file, so the cache encoded it as one more utterance (the 8 originals
+    # may already be cached by an earlier test of this session).
+    assert summary["encoder_cache_encoded"] >= 8 * 3
+    saved = TrainConfig.from_dict(yaml.safe_load((tmp_path / "run" / "config.yaml").read_text()))
+    assert saved.augment == config.augment  # a recipe round trip (YAML has no tuples)
+
+
+def test_bad_copy_options_name_the_augment_field(make_config) -> None:
+    with pytest.raises(TrainConfigError, match="augment: speed factor 1.0"):
+        make_config(augment={"speed_factors": [1.0]})
+    with pytest.raises(TrainConfigError, match="augment.noise_snr_db: a list of numbers"):
+        make_config(augment={"noise_snr_db": ["loud"]})

@@ -137,14 +137,32 @@ class AugmentConfig:
     time_mask_share: about this share of each utterance's frames is masked, in spans of time_mask_ms.
     feature_mask_share: about this share of the channels (mel bins, or hidden channels of cached
     states), in bands of feature_mask_width. 0 = off (the default).
+    speed_factors / noise_snr_db: perturbed copies added to the training set (`dama_asr.data.perturb`),
+    one per speed factor (Kaldi's 3-way perturbation: [0.9, 1.1]) and one per SNR in dB of added
+    noise_colour ('pink' or 'white') noise. Empty = none (the default). Copies are audio, so they work
+    with every cache and objective.
     """
 
     time_mask_share: float = 0.0
     time_mask_ms: float = 100.0
     feature_mask_share: float = 0.0
     feature_mask_width: int = 10
+    speed_factors: tuple[float, ...] = ()
+    noise_snr_db: tuple[float, ...] = ()
+    noise_colour: str = "pink"
 
     def __post_init__(self) -> None:
+        for name in ("speed_factors", "noise_snr_db"):
+            value = getattr(self, name)
+            values = value if isinstance(value, list | tuple) else ([] if value is None else [value])
+            try:
+                object.__setattr__(self, name, tuple(float(v) for v in values))
+            except (TypeError, ValueError):
+                raise TrainConfigError(f"augment.{name}: a list of numbers, got {value!r}") from None
+        try:
+            self.copy_variants()
+        except ValueError as err:
+            raise TrainConfigError(f"augment: {err}") from None
         for name in ("time_mask_share", "feature_mask_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise TrainConfigError(f"augment.{name}: must be in [0, 1), got {getattr(self, name)}")
@@ -154,7 +172,14 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
+        """Whether steps mask their input (the perturbed copies are `copy_variants`)."""
         return self.time_mask_share > 0 or self.feature_mask_share > 0
+
+    def copy_variants(self) -> list:
+        """The perturbed copies each training utterance gets (`dama_asr.data.perturb.Variant`s)."""
+        from dama_asr.data.perturb import variants
+
+        return variants(self.speed_factors, self.noise_snr_db, self.noise_colour)
 
 
 @dataclass(frozen=True)
@@ -274,6 +299,8 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["adapter"] = self.adapter.to_dict()
         out["optim"]["adam_betas"] = list(self.optim.adam_betas)
+        for name in ("speed_factors", "noise_snr_db"):  # YAML's safe dumper has no tuples
+            out["augment"][name] = list(out["augment"][name])
         return out
 
     @classmethod

@@ -338,7 +338,7 @@ class Trainer:
     def _card(self) -> dict:
         """What the saved adapter's README.md says about this run (adapters.card.model_card)."""
         languages = sorted(set(self.data.languages))
-        seconds = sum(e.item.duration or 0.0 for e in self.data.examples)
+        seconds = sum(e.item.duration or 0.0 for e in self.data.originals)  # the data, not its copies
         return {"language": ", ".join(languages), "dataset": str(self.config.train),
                 "train_hours": round(seconds / 3600, 3) if seconds else None, "dev_wer": self.state["best_wer"],
                 "epochs": len(self.state["history"])}  # fmt: skip
@@ -481,6 +481,7 @@ class Trainer:
             "allocator": active_allocator(),
             "trainable_parameters": self.trainable,
             "train_utterances": len(self.data.examples),
+            "perturbed_copies": self.data.perturbed,
             "skipped_train_items": dict(self.data.skipped.counts),
             "dev_utterances": len(self.data.dev),
             "global_batch": self.config.optim.batch_size * self.config.optim.grad_accum * self.world,

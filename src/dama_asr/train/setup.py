@@ -3,6 +3,7 @@ the schedule, the encoder cache. Kept apart from the loop so each piece can be c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from dama_asr.accounting import SkippedItems
 from dama_asr.adapters import apply_adapter, base_model_of
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.manifest import Utterance, read_manifest
+from dama_asr.data.perturb import perturbed_copies
 from dama_asr.faults import crash_point
 from dama_asr.features.cross_kv import CrossKV, budget_bytes, can_cache
 from dama_asr.features.encoder_cache import (
@@ -45,6 +47,11 @@ class RunData:
     skipped: SkippedItems
     lengths: list[int] = field(default_factory=list)
     languages: list[str] = field(default_factory=list)  # each example's Whisper code, for the samplers
+    perturbed: int = 0  # the last `perturbed` examples are perturbed copies of the others
+
+    @property
+    def originals(self) -> list[Example]:
+        return self.examples[: len(self.examples) - self.perturbed]
 
     def __post_init__(self) -> None:
         self.lengths = [e.length for e in self.examples]
@@ -75,6 +82,7 @@ def load_run_data(config: TrainConfig, backbone: Backbone) -> RunData:
     examples, skipped = prepare_examples(
         read_manifest(config.train), tokenizer, known, max_positions, model_name=backbone.name
     )
+    copies = perturbed_examples(examples, config, skipped)
     dev: list[Utterance] = []
     if config.dev and config.eval.enabled:
         dev = read_manifest(config.dev)
@@ -83,7 +91,21 @@ def load_run_data(config: TrainConfig, backbone: Backbone) -> RunData:
         if n and len(dev) > n:
             chosen = sorted(random.Random(config.seed).sample(range(len(dev)), n))
             dev = [dev[i] for i in chosen]
-    return RunData(examples=examples, dev=dev, skipped=skipped)
+    return RunData(examples=examples + copies, dev=dev, skipped=skipped, perturbed=len(copies))
+
+
+def perturbed_examples(examples: list[Example], config: TrainConfig, skipped: SkippedItems) -> list[Example]:
+    """The training examples' perturbed copies (`augment.speed_factors`, `augment.noise_snr_db`): the
+    same transcripts on speed-changed or noisy audio, written once under DAMA_HOME/cache/perturbed."""
+    chosen = config.augment.copy_variants()
+    if not chosen:
+        return []
+    copies, too_long = perturbed_copies([e.item for e in examples], chosen)
+    for copy_id in too_long:
+        skipped.add("perturbed copy longer than 30 s (not added)", copy_id)
+    if too_long:
+        log.warning("left out %d perturbed cop(ies) longer than Whisper's 30 s window", len(too_long))
+    return [dataclasses.replace(examples[i], item=copy) for i, copy in copies]
 
 
 def prepare_model(config: TrainConfig, backbone: Backbone, device: torch.device) -> nn.Module:
