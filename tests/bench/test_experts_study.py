@@ -39,16 +39,20 @@ def test_every_row_runs_and_a_rerun_runs_nothing(tmp_path: Path, capsys) -> None
     assert main(args) == 0
     cells = {p.stem: json.loads(p.read_text()) for p in (study / "cells").glob("*.json")}
     assert set(cells) == {"zero-shot", "experts__seed0", "mole__seed0", "joint-one__seed0", "joint-total__seed0",
-                          "kd-layerwise__seed0", "kd-output__seed0"}  # fmt: skip
+                          "kd-layerwise__seed0", "kd-output__seed0", "kd-lid__seed0"}  # fmt: skip
     rows = {name: row for cell in cells.values() for name, row in cell["rows"].items()}
     assert set(rows) >= {"zero-shot", "experts (language given)", "experts (Whisper LID)", "MoLE language-aware",
                          "MoLE language-agnostic", "joint-one", "joint-total", "KD layer-wise (language given)",
                          "KD layer-wise (own detection)", "KD output-only (language given)",
-                         "KD output-only (own detection)"}  # fmt: skip
+                         "KD output-only (own detection)", "KD layer-wise, LID learned (own detection)"}  # fmt: skip
     for row in rows.values():
         assert set(row["by_language"]) == {"cy", "en"}
         assert row["average_wer"] == sum(v["wer"] for v in row["by_language"].values()) / 2
     assert rows["MoLE language-agnostic"]["routing"]["route"] == "router"
+    # Only the LID-learned student has the language token among its labels.
+    saved = {name: yaml.safe_load((tmp_path / "work" / f"{name}__seed0" / "config.yaml").read_text())
+             for name in ("kd-layerwise", "kd-layerwise-lid")}  # fmt: skip
+    assert saved["kd-layerwise-lid"]["prompt_loss"] is True and saved["kd-layerwise"]["prompt_loss"] is False
     assert rows["experts (Whisper LID)"]["routing"]["accuracy"] is not None
     total, one = cells["joint-total__seed0"], cells["joint-one__seed0"]
     assert (

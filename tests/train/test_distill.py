@@ -15,7 +15,7 @@ from dama_asr.adapters.sets import AdapterSet
 from dama_asr.data.manifest import read_manifest, write_manifest
 from dama_asr.testing import tiny_manifest, tiny_whisper
 from dama_asr.train import TrainConfigError, train
-from dama_asr.train.data import IGNORE_INDEX
+from dama_asr.train.data import IGNORE_INDEX, collate_tokens
 from dama_asr.train.loop import Trainer
 from dama_asr.train.metrics_log import read_log
 from dama_asr.train.objectives.distill import DistillError, cosine_distance_sum, js_divergence_sum
@@ -194,6 +194,36 @@ def test_mixed_language_batches_are_taught_row_by_row_by_their_own_expert(
         assert set(parts.extra) == {"js", "hidden"} and all(torch.isfinite(v) for v in parts.extra.values())
     finally:
         trainer.release()
+
+
+def test_with_prompt_loss_the_language_token_is_a_label_but_not_distilled(
+    make_config, two_languages, tmp_path
+):
+    """prompt_loss adds the prompt's positions to the token term only: js and hidden are the same sums
+    as without it, on the same batch, and the token term grows by the prompt's cross-entropy."""
+    experts = _expert_set(tmp_path / "experts", ["cy", "de"])
+    config = make_config(train=str(two_languages), precision="no", objective="distill",
+                         objective_options={"experts": str(experts)})  # fmt: skip
+    trainer = Trainer(config)
+    try:
+        model = trainer._step_model()
+        objective = trainer.objective
+        batch = trainer._model_inputs([0, 1])
+        with torch.no_grad():
+            plain = objective.loss(model, batch)
+            pad = trainer.backbone.processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+            labelled = collate_tokens([trainer.data.examples[i] for i in (0, 1)], pad, prompt_loss=True)
+            assert (labelled["labels"] != IGNORE_INDEX).sum() == (
+                batch["labels"] != IGNORE_INDEX
+            ).sum() + 2 * 3
+            objective.prompt_loss = True
+            prompted = objective.loss(model, dict(batch, labels=labelled["labels"]))
+    finally:
+        trainer.release()
+    for term in ("js", "hidden"):
+        assert plain.extra[term] > 0
+        torch.testing.assert_close(prompted.extra[term], plain.extra[term], rtol=1e-5, atol=1e-7)
+    assert prompted.token_loss > plain.token_loss + 1.0  # three more positions, each a CE of a few nats
 
 
 def test_distill_refuses_missing_experts_and_bad_options(make_config, tmp_path):

@@ -128,7 +128,9 @@ def mole(runner, seed: int) -> dict:
     return {"rows": rows, "l1": options["l1"], **_costs([summary])}
 
 
-def _kd(runner, seed: int, kd: str) -> dict:
+def _kd(runner, seed: int, kd: str, learn_language: bool = False) -> dict:
+    """A KD student; `learn_language`: with the prompt's tokens (the language first) among its labels
+    (prompt_loss), the cross-entropy alone teaching it to detect the language from its first token."""
     from dama_asr.adapters import adapted_backbone
 
     folder = runner.experts_dir(seed) / "experts"
@@ -136,10 +138,14 @@ def _kd(runner, seed: int, kd: str) -> dict:
     fields = {"objective": "distill", "sampler": "language-homogeneous",
               "objective_options": {"experts": str(folder), "kd": kd},
               **runner.optim_with_lr(runner.study.student)}  # fmt: skip
-    out, summary = _train(runner, f"kd-{kd}", seed, adapter, **fields)
+    if learn_language:
+        fields["prompt_loss"] = True
+    out, summary = _train(runner, f"kd-{kd}" + ("-lid" if learn_language else ""), seed, adapter, **fields)
     backbone = adapted_backbone(_base(runner, summary["precision"]), _chosen(out))
     frozen = summary.get("encoder_cache", False)
-    name = "KD layer-wise" if kd == "layerwise" else "KD output-only"
+    name = ("KD layer-wise" if kd == "layerwise" else "KD output-only") + (
+        ", LID learned" if learn_language else ""
+    )
     # Language-agnostic as the paper decodes it (the student's own first-token language detection, over
     # all of Whisper's languages), and with the language given, as the experts' first row.
     rows = {f"{name} (language given)": _evaluate(runner, backbone, frozen_encoder=frozen),
@@ -155,4 +161,5 @@ RUNNERS = {
     "mole": mole,
     "kd-layerwise": lambda runner, seed: _kd(runner, seed, "layerwise"),
     "kd-output": lambda runner, seed: _kd(runner, seed, "output"),
+    "kd-lid": lambda runner, seed: _kd(runner, seed, "layerwise", learn_language=True),
 }

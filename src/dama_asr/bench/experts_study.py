@@ -10,6 +10,8 @@ Cells (each a JSON file in <study>/cells/, written last, so a finished cell is n
     mole__seed<k>                   MoLE over those experts: rows language-aware and language-agnostic
     kd-layerwise__seed<k>           a KD student, hidden states + logits; decoded language-agnostic
     kd-output__seed<k>              the same, logits only (the ablation)
+    kd-lid__seed<k>                 kd-layerwise with the language token among the labels (prompt_loss),
+                                    so that its own language detection is trained
 
 A cell holds, per row: WER/CER per language and their average over languages (macro: every language
 weighs the same), the routing accuracy where something routes, and the cell's trainable parameters,
@@ -30,7 +32,7 @@ from dama_asr.data.manifest import read_manifest, write_manifest
 from dama_asr.data.subset import hour_subset, total_hours
 from dama_asr.errors import DamaError
 
-ROWS = ("zero-shot", "joint-one", "joint-total", "experts", "mole", "kd-layerwise", "kd-output")
+ROWS = ("zero-shot", "joint-one", "joint-total", "experts", "mole", "kd-layerwise", "kd-output", "kd-lid")
 
 
 class ExpertsStudyError(DamaError, ValueError):

@@ -9,7 +9,8 @@ from pathlib import Path
 # Rows in the order the paper's comparison reads: baselines, experts, MoLE, distilled students.
 ROW_ORDER = ("zero-shot", "joint-one", "joint-total", "experts (language given)", "experts (Whisper LID)",
              "MoLE language-aware", "MoLE language-agnostic", "KD layer-wise (language given)",
-             "KD layer-wise (own detection)", "KD output-only (language given)", "KD output-only (own detection)")  # fmt: skip
+             "KD layer-wise (own detection)", "KD output-only (language given)", "KD output-only (own detection)",
+             "KD layer-wise, LID learned (language given)", "KD layer-wise, LID learned (own detection)")  # fmt: skip
 LABELS = {"joint-one": "joint multilingual LoRA (one expert's rank)",
           "joint-total": "joint multilingual LoRA (all experts' parameters)"}  # fmt: skip
 

@@ -23,6 +23,11 @@ The student starts from the experts' mean update (`init: expert-mean`, see
 `dama_asr.adapters.expert_average`) or from its adapter's own init (`init: adapter`). Batches are best
 language-homogeneous (TrainConfig.sampler 'language-homogeneous', as multilingual-distilwhisper
 trains): a mixed batch runs the teacher once per language present.
+
+With `prompt_loss` the prompt's tokens (the language token first) are labels too, which is what lets a
+language-agnostic student keep detecting the language from its first token. They enter the token term
+only: the experts were trained with the language given and never scored on predicting it, so their
+distributions there say nothing worth copying (js and hidden run over the transcript's positions).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from torch import nn
 from dama_asr.backbone.unwrap import base_model_of
 from dama_asr.errors import DamaError
 from dama_asr.precision import hold_frozen_weights
-from dama_asr.train.data import IGNORE_INDEX
+from dama_asr.train.data import IGNORE_INDEX, PROMPT_LENGTH
 from dama_asr.train.logit_rows import logits_at
 from dama_asr.train.objectives.base import LossParts, Objective, ObjectiveSetup, StepModel
 
@@ -51,6 +56,14 @@ INITS = ("expert-mean", "adapter")
 
 class DistillError(DamaError, ValueError):
     """A distillation setup that cannot work (experts missing a language, an unsupported cache)."""
+
+
+def text_rows(rows: torch.Tensor) -> torch.Tensor:
+    """`rows` (B, T) without the prompt's label positions (<|xx|> <|transcribe|> <|notimestamps|>,
+    the first PROMPT_LENGTH - 1 of every sequence): the transcript's tokens and <|eot|>."""
+    out = rows.clone()
+    out[:, : PROMPT_LENGTH - 1] = False
+    return out
 
 
 def js_divergence_sum(
@@ -133,6 +146,7 @@ class DistillObjective(Objective):
         self.options: dict = {}
         self.teacher: nn.Module | None = None
         self.compare_encoder = False  # whether encoder layers can differ between student and teacher
+        self.prompt_loss = False  # the prompt tokens are labels: CE only, the teachers are not asked
 
     def init_model(self, model: nn.Module, config) -> None:
         options = self.resolve_options(config.objective_options)
@@ -150,6 +164,7 @@ class DistillObjective(Objective):
     def prepare(self, setup: ObjectiveSetup) -> None:
         config = setup.config
         self.options = options = self.resolve_options(config.objective_options)
+        self.prompt_loss = bool(config.prompt_loss)
         if config.cached_encoder_layers:
             raise DistillError(
                 "objective distill: the frozen-bottom encoder cache (adapter.encoder_from > 1) feeds the "
@@ -196,6 +211,8 @@ class DistillObjective(Objective):
             raise RuntimeError("objective distill: prepare() was not called before loss()")
         options, layerwise = self.options, self.options["kd"] == "layerwise"
         rows = batch["labels"] != IGNORE_INDEX  # (B, T)
+        taught = text_rows(rows) if self.prompt_loss else rows  # where the teachers are asked
+        asked = taught[rows]  # (N,) which of the labelled positions those are
         stored = (
             model.cross_kv.inject(batch["cross_kv"])
             if batch["cross_kv"] is not None
@@ -206,10 +223,10 @@ class DistillObjective(Objective):
         teacher = self.teacher_outputs(batch, rows, hidden=layerwise)
         targets = batch["labels"][rows]  # (N,)
         token = nn.functional.cross_entropy(student.logits.float(), targets, reduction="sum")
-        js = js_divergence_sum(student.logits, teacher.logits, options["temperature"])
+        js = js_divergence_sum(student.logits[asked], teacher.logits[asked], options["temperature"])
         extra = {JS_TERM: options["logit_weight"] * js}
         if layerwise:
-            extra[HIDDEN_TERM] = options["hidden_weight"] * self._hidden_sum(student, teacher, rows)
+            extra[HIDDEN_TERM] = options["hidden_weight"] * self._hidden_sum(student, teacher, taught)
         return LossParts(options["asr_weight"] * token, extra)
 
     def _hidden_sum(self, student, teacher: TeacherOutputs, rows: torch.Tensor) -> torch.Tensor:
