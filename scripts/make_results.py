@@ -144,6 +144,32 @@ def probe_section(data: dict, folder: Path) -> str:
     )
 
 
+def encoder_probe_section(data: dict, folder: Path) -> str:
+    """The encoder's two probes: held-out CER of a linear CTC head per layer, pooled language ID per layer."""
+    lid = data["lid_curve"]
+    layers = lid["layers"]
+    lines = [
+        "| probe | " + " | ".join(f"L{layer}" for layer in layers) + " |",
+        "|---|" + "---:|" * len(layers),
+    ]
+    for code, curve in data["char_curves"].items():
+        cells = " | ".join(f"{c:.1%}" for c in curve["cer"])
+        lines.append(
+            f"| CTC CER, {code} ({curve['train_utterances']} train / {curve['heldout_utterances']} held out) | {cells} |"
+        )
+    cells = " | ".join(f"{m:.1%} ± {sd:.1%}" for m, sd in zip(lid["mean"], lid["std"], strict=True))
+    lines.append(f"| language ID ({len(lid['languages'])} languages, {lid['folds']}-fold) | {cells} |")
+    langs = ", ".join(f"{k} {v}" for k, v in lid["languages"].items())
+    plot = next(folder.glob("*.png"), None)
+    image = f"\n\n![encoder probes](../{plot.relative_to(ROOT)})" if plot else ""
+    return (
+        f"Dev splits only, on {data['machine']}; {data.get('note', '')}. L0 is the encoder's input embedding "
+        f"(after its two convolutions). Language ID: chance {lid['chance']:.1%}; utterances: {langs}.{image}\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def _training_rows(modes: dict) -> list[str]:
     base = {k: modes[k]["samples_per_second"] for k in ("recipe-fp32", "recipe-bf16") if k in modes}
     rows = ["| mode | precision | allocator | utts | epochs run | cache s | train s | 3 epochs s | samples/s | "
@@ -263,6 +289,8 @@ def benchmark_section(path: Path) -> str:
         return head + comparison_section(data)
     if "curves" in data:
         return head + probe_section(data, path.parent)
+    if "char_curves" in data:
+        return head + encoder_probe_section(data, path.parent)
     if "modes" in data:
         return head + speed_section(data)
     return head + f"```json\n{json.dumps(data, indent=2)}\n```\n"
