@@ -105,6 +105,7 @@ def test_the_committed_studies_configure_every_cell(tmp_path):
 
     from dama_asr.bench.cells import config_kind
     from dama_asr.bench.expansion_study import ExpansionStudyRunner, load_expansion_study
+    from dama_asr.bench.experts_study import ROWS as EXPERT_ROWS
     from dama_asr.bench.experts_study import is_experts_study, load_experts_study
     from dama_asr.train.config import TrainConfig
 
@@ -119,9 +120,11 @@ def test_the_committed_studies_configure_every_cell(tmp_path):
             continue
         if is_experts_study(config):  # its own runner: every row's training settings must build
             experts = load_experts_study(config)
-            assert experts.cell_ids()[0] == "zero-shot" and len(experts.cell_ids()) == 1 + 6 * len(
-                experts.seeds
-            )
+            assert set(experts.rows) == set(EXPERT_ROWS)  # the committed study runs every row
+            trained_rows = [row for row in experts.rows if row != "zero-shot"]
+            assert experts.cell_ids()[0] == "zero-shot" and len(experts.cell_ids()) == 1 + len(
+                trained_rows
+            ) * len(experts.seeds)
             adapter = {"method": "lora", **experts.expert}
             assert (
                 TrainConfig.from_dict({**experts.train, "train": "x.jsonl", "adapter": adapter}).adapter.r
