@@ -14,6 +14,7 @@ from dama_asr.cli import main
 from dama_asr.data.manifest import read_manifest, write_manifest
 from dama_asr.errors import UserError
 from dama_asr.train import load_recipe
+from dama_asr.train.config import TrainConfig, apply_overrides
 from dama_asr.tune.search import TuneError, _points, run_search, trial_name
 from dama_asr.tune.space import default_axes, parse_axis
 
@@ -32,6 +33,15 @@ def test_axes_parse_fields_that_move_together_and_refuse_malformed_ones() -> Non
     for bad in ("optim.lr", "optim.lr=", "adapter.r_high,adapter.r_low=16|32,8", "optim.lr=1e-3|1e-3"):
         with pytest.raises(UserError, match="--axis"):
             parse_axis(bad)
+    speed = parse_axis("augment.speed_factors=[]|[0.9 1.1]|[0.9;1.0]")  # list-valued fields
+    assert speed.values == (((),), ((0.9, 1.1),), ((0.9, 1.0),))
+    assert [speed.label(i) for i in range(3)] == ["none", "0.9+1.1", "0.9+1"]
+    assert trial_name(speed.settings(1)).startswith("speed_factors-0.9+1.1__")
+    with pytest.raises(UserError, match=r"not a list of numbers"):
+        parse_axis("augment.speed_factors=[fast]")
+    base = {"model": "tiny-random", "train": "x.jsonl", "adapter": {"method": "lora", "r": 4}}
+    config = TrainConfig.from_dict(apply_overrides(base, speed.settings(1)))
+    assert config.augment.speed_factors == (0.9, 1.1)  # a trial's config takes the list point
     assert [a.fields for a in default_axes("dama")] == [("optim.lr",), ("adapter.r_high", "adapter.r_low")]
     assert [a.fields for a in default_axes("full")] == [("optim.lr",)]
     lr, r = parse_axis("optim.lr=1|2"), parse_axis("adapter.r=4|8|16")

@@ -26,7 +26,7 @@ import yaml
 
 from dama_asr.atomic import atomic_write_text
 from dama_asr.errors import UserError
-from dama_asr.tune.space import Axis, axes_overlap
+from dama_asr.tune.space import Axis, axes_overlap, short_value
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,7 @@ class Trial:
 def trial_name(settings: dict) -> str:
     """A readable, stable folder name: the settings, then a short hash that keeps names unique."""
     text = json.dumps(settings, sort_keys=True)
-    label = "_".join(f"{k.rsplit('.', 1)[-1]}-{v:g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}-{v}"
-                     for k, v in sorted(settings.items()))  # fmt: skip
+    label = "_".join(f"{k.rsplit('.', 1)[-1]}-{short_value(v)}" for k, v in sorted(settings.items()))
     return f"{label}__{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 

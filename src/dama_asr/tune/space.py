@@ -30,14 +30,27 @@ class Axis:
         return dict(zip(self.fields, self.values[index], strict=True))
 
     def label(self, index: int) -> str:
-        return ",".join(_short(v) for v in self.values[index])
+        return ",".join(short_value(v) for v in self.values[index])
 
 
-def _short(value) -> str:
+def short_value(value) -> str:
+    if isinstance(value, tuple):  # a list-valued field: augment.speed_factors=[0.9 1.1]
+        return "+".join(short_value(v) for v in value) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _numbers(text: str, axis: str) -> tuple[float, ...]:
+    """`[0.9 1.1]` (spaces or semicolons between numbers; `[]` = none): one point of a list field. Commas
+    and bars already separate fields and points."""
+    try:
+        return tuple(float(v) for v in text[1:-1].replace(";", " ").split())
+    except ValueError:
+        raise UserError(f"--axis {axis}: {text!r} is not a list of numbers such as [0.9 1.1]") from None
+
+
 def _scalar(text: str, axis: str):
+    if text.startswith("[") and text.endswith("]"):
+        return _numbers(text, axis)
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -54,7 +67,7 @@ def _scalar(text: str, axis: str):
 
 
 def parse_axis(text: str) -> Axis:
-    """One `--axis FIELD[,FIELD...]=V[,V...]|V[,V...]...`."""
+    """One `--axis FIELD[,FIELD...]=V[,V...]|V[,V...]...`; a list-valued field's V is `[a b ...]`."""
     names, sep, points = text.partition("=")
     fields = tuple(n.strip() for n in names.split(",") if n.strip())
     if not sep or not fields or not points.strip():
