@@ -21,6 +21,7 @@ import yaml
 
 from dama_asr.atomic import atomic_write_text
 from dama_asr.paths import dama_home
+from dama_asr.precision import machine_description
 
 LANGUAGE = "cy"
 PROBE_LANGUAGES = ("cy", "lt", "ka", "sl", "en")
@@ -89,22 +90,6 @@ def demo_study(
             "precision": precision,
         },
     }
-
-
-def machine_description(precision: str) -> str:
-    """'a 2-core AMD EPYC with AVX512-BF16 (precision bf16)': what the README's timing was measured on."""
-    from dama_asr.precision import cpu_bf16_units
-
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    units = "/".join(u.upper().replace("_", "-") for u in cpu_bf16_units()) or "no native bf16"
-    return f"a {os.cpu_count()}-core {name} with {units} (precision {precision})"
 
 
 def _headline(cells: list[dict]) -> dict:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 from functools import cache
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -135,3 +137,17 @@ def hold_frozen_weights(model: nn.Module, precision: str) -> int:
                 p.data = p.data.to(dtype)
             count += 1
     return count
+
+
+def machine_description(precision: str) -> str:
+    """'a 2-core AMD EPYC with AVX512-BF16 (precision bf16)': what the README's timing was measured on."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    units = "/".join(u.upper().replace("_", "-") for u in cpu_bf16_units()) or "no native bf16"
+    return f"a {os.cpu_count()}-core {name} with {units} (precision {precision})"

@@ -65,9 +65,28 @@ def test_every_row_runs_and_a_rerun_runs_nothing(tmp_path: Path, capsys) -> None
     table = experts_table(study)
     line = next(row for row in table.splitlines() if row.startswith("| MoLE language-agnostic |"))
     assert f"{rows['MoLE language-agnostic']['average_wer']:.1%}" in line
+    # Minutes are only comparable on one machine: each cell records its own, and the table names it.
+    assert "precision no" in cells["experts__seed0"]["machine"] and cells["experts__seed0"]["machine"] in table
     assert "| experts (Whisper LID) |" in routing_table(
         study
     ) and "| MoLE language-aware |" not in routing_table(study)
     capsys.readouterr()
     assert main(args) == 0
     assert "0 cell(s) run now; 0 left" in capsys.readouterr().out
+
+
+def test_rows_can_run_at_their_own_seeds_and_a_bad_row_is_named() -> None:
+    import pytest
+
+    from dama_asr.bench.experts_study import ExpertsStudy, ExpertsStudyError
+
+    base = {"languages": {c: {"train": "t", "dev": "d", "test": "e"} for c in ("cy", "lt")},
+            "rows": ["zero-shot", "experts", "mole", "kd-output"], "seeds": [0, 1]}  # fmt: skip
+    study = ExpertsStudy.from_dict({**base, "seeds_by_row": {"kd-output": [0]}})
+    # Seed by seed, so that a sitting finishes one seed's experts and every row on them first.
+    assert study.cell_ids() == ["zero-shot", "experts__seed0", "mole__seed0", "kd-output__seed0",
+                                "experts__seed1", "mole__seed1"]  # fmt: skip
+    with pytest.raises(ExpertsStudyError, match="seeds_by_row.kd-lid"):
+        ExpertsStudy.from_dict({**base, "seeds_by_row": {"kd-lid": [1]}})
+    with pytest.raises(ExpertsStudyError, match="seeds_by_row.mole"):
+        ExpertsStudy.from_dict({**base, "seeds_by_row": {"mole": []}})

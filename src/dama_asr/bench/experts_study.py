@@ -31,6 +31,7 @@ from pathlib import Path
 from dama_asr.data.manifest import read_manifest, write_manifest
 from dama_asr.data.subset import hour_subset, total_hours
 from dama_asr.errors import DamaError
+from dama_asr.precision import machine_description
 
 ROWS = ("zero-shot", "joint-one", "joint-total", "experts", "mole", "kd-layerwise", "kd-output", "kd-lid")
 
@@ -53,12 +54,14 @@ class ExpertsStudy:
     train: dict  # TrainConfig sections shared by every run
     max_test_utterances: int
     joint_total: dict = field(default_factory=dict)  # lr, as the student's
+    # Rows that run at other seeds than `seeds` (the ablations at one seed, the main rows at all).
+    seeds_by_row: dict[str, tuple[int, ...]] = field(default_factory=dict)
     source: str = ""
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "") -> ExpertsStudy:
         unknown = set(data) - {"name", "kind", "model", "languages", "hours", "seeds", "rows", "expert", "mole",
-                               "student", "joint_total", "train", "max_test_utterances"}  # fmt: skip
+                               "student", "joint_total", "train", "max_test_utterances", "seeds_by_row"}  # fmt: skip
         if unknown:
             raise ExpertsStudyError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
         languages = data.get("languages") or {}
@@ -76,16 +79,32 @@ class ExpertsStudy:
             raise ExpertsStudyError(
                 f"{source}: rows: unknown {', '.join(bad)}; choose from {', '.join(ROWS)}"
             )
+        seeds_by_row = {}
+        for row, seeds in (data.get("seeds_by_row") or {}).items():
+            if row not in rows or row == "zero-shot":
+                raise ExpertsStudyError(
+                    f"{source}: seeds_by_row.{row}: not a trained row of this study (rows: {', '.join(rows)})"
+                )
+            if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+                raise ExpertsStudyError(f"{source}: seeds_by_row.{row}: a non-empty list of integer seeds")
+            seeds_by_row[row] = tuple(seeds)
         return cls(name=data.get("name", "language-experts"), model=data.get("model", "whisper-base"),
                    languages={c: dict(p) for c, p in languages.items()}, hours=data.get("hours"),
                    seeds=tuple(data.get("seeds") or (0,)), rows=rows, expert=dict(data.get("expert") or {}),
                    mole=dict(data.get("mole") or {}), student=dict(data.get("student") or {}),
                    train=dict(data.get("train") or {}), max_test_utterances=int(data.get("max_test_utterances", 0)),
-                   joint_total=dict(data.get("joint_total") or {}), source=source)  # fmt: skip
+                   joint_total=dict(data.get("joint_total") or {}), seeds_by_row=seeds_by_row,
+                   source=source)  # fmt: skip
+
+    def row_seeds(self, row: str) -> tuple[int, ...]:
+        return self.seeds_by_row.get(row, self.seeds)
 
     def cell_ids(self) -> list[str]:
+        """Seed by seed (a seed's experts serve every row built on them), rows in the config's order."""
         ids = ["zero-shot"] if "zero-shot" in self.rows else []
-        return ids + [f"{row}__seed{seed}" for seed in self.seeds for row in self.rows if row != "zero-shot"]
+        seeds = sorted({s for row in self.rows if row != "zero-shot" for s in self.row_seeds(row)})
+        return ids + [f"{row}__seed{seed}" for seed in seeds for row in self.rows
+                      if row != "zero-shot" and seed in self.row_seeds(row)]  # fmt: skip
 
 
 class ExpertsStudyRunner:
@@ -151,6 +170,8 @@ class ExpertsStudyRunner:
         return {"cell": {"id": cell, "row": row, "seed": seed, "model": self.study.model,
                          "languages": list(self.study.languages), "hours_per_language": self.study.hours},
                 **result, "cell_seconds": time.perf_counter() - started,
+                # Minutes compare only on one machine: seeds of one row may run on different ones.
+                "machine": machine_description(result.get("precision", "none")),
                 "finished": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
 
 

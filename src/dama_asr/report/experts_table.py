@@ -46,19 +46,25 @@ def experts_table(study_dir: Path) -> str:
         routing = [r["routing"]["accuracy"] for r, _ in entries
                    if r.get("routing", {}).get("route") != "given" and r.get("routing", {}).get("accuracy") is not None]  # fmt: skip
         cell = entries[0][1]
-        minutes = [c.get("train_seconds", 0) / 60 for _, c in entries]
+        entries.sort(key=lambda e: e[1]["cell"]["seed"])
+        # Per seed, not averaged: seeds may run on different machines (each cell records its own).
+        minutes = " / ".join(f"{c.get('train_seconds', 0) / 60:.0f}" for _, c in entries)
         lines.append("| " + " | ".join([
             LABELS.get(name, name), str(len(entries)), _mean_sd([r["average_wer"] for r, _ in entries]), *per_lang,
             _mean_sd([r["average_cer"] for r, _ in entries]), _mean_sd(routing) if routing else "–",
-            f"{cell.get('trainable_parameters', 0):,}", f"{statistics.mean(minutes):.0f}" if cell.get("runs") else "–",
+            f"{cell.get('trainable_parameters', 0):,}", minutes if cell.get("runs") else "–",
             f"{cell['peak_rss_gib']:.2f}" if "peak_rss_gib" in cell else "–",
         ]) + " |")  # fmt: skip
     first = cells[0]["cell"]
+    seeds = sorted({c["cell"]["seed"] for c in cells if c.get("runs")})
+    machines = "; ".join(f"seed {seed}: " + ", ".join(sorted({c.get("machine", "not recorded") for c in cells
+                         if c["cell"]["seed"] == seed and c.get("runs")})) for seed in seeds)  # fmt: skip
     note = (f"\n{first['model']}, {', '.join(languages)}, {first['hours_per_language']} h of training audio per "
             "language; WER/CER Whisper-normalised on each language's test utterances, averaged over languages "
             "(each weighs the same). Parameters, minutes and memory are the cell's own training runs, cache "
             "builds and dev scoring included: the MoLE and KD rows exclude the experts they build on (the "
-            "experts rows show those).\n")  # fmt: skip
+            "experts rows show those). Several seeds: WER mean ± sd over seeds, minutes per seed in seed order "
+            f"(the seeds' machines: {machines}).\n")  # fmt: skip
     return "\n".join(lines) + "\n" + note
 
 
