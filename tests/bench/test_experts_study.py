@@ -66,7 +66,9 @@ def test_every_row_runs_and_a_rerun_runs_nothing(tmp_path: Path, capsys) -> None
     line = next(row for row in table.splitlines() if row.startswith("| MoLE language-agnostic |"))
     assert f"{rows['MoLE language-agnostic']['average_wer']:.1%}" in line
     # Minutes are only comparable on one machine: each cell records its own, and the table names it.
-    assert "precision no" in cells["experts__seed0"]["machine"] and cells["experts__seed0"]["machine"] in table
+    assert (
+        "precision no" in cells["experts__seed0"]["machine"] and cells["experts__seed0"]["machine"] in table
+    )
     assert "| experts (Whisper LID) |" in routing_table(
         study
     ) and "| MoLE language-aware |" not in routing_table(study)

@@ -31,7 +31,6 @@ from pathlib import Path
 from dama_asr.data.manifest import read_manifest, write_manifest
 from dama_asr.data.subset import hour_subset, total_hours
 from dama_asr.errors import DamaError
-from dama_asr.precision import machine_description
 
 ROWS = ("zero-shot", "joint-one", "joint-total", "experts", "mole", "kd-layerwise", "kd-output", "kd-lid")
 
@@ -162,6 +161,7 @@ class ExpertsStudyRunner:
 
     def run_cell(self, cell: str) -> dict:
         from dama_asr.bench import experts_cells
+        from dama_asr.precision import machine_description
 
         row, _, seed_text = cell.partition("__seed")
         seed = int(seed_text) if seed_text else 0
