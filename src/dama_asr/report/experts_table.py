@@ -45,8 +45,8 @@ def experts_table(study_dir: Path) -> str:
         # A given language routes by definition: only predicted routes have an accuracy to report.
         routing = [r["routing"]["accuracy"] for r, _ in entries
                    if r.get("routing", {}).get("route") != "given" and r.get("routing", {}).get("accuracy") is not None]  # fmt: skip
-        cell = entries[0][1]
         entries.sort(key=lambda e: e[1]["cell"]["seed"])
+        cell = entries[0][1]  # parameters and memory: the lowest seed's cell
         # Per seed, not averaged: seeds may run on different machines (each cell records its own).
         minutes = " / ".join(f"{c.get('train_seconds', 0) / 60:.0f}" for _, c in entries)
         lines.append("| " + " | ".join([
