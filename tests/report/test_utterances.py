@@ -111,6 +111,21 @@ def test_a_clip_that_is_not_there_is_named(tmp_path):
     assert "<td>–</td>" in section  # the zero-shot column stays, empty
 
 
+def test_a_rebuilt_page_keeps_the_clips_it_can_no_longer_read(tmp_path):
+    # A committed report rebuilt on a machine without the corpus keeps its audio (and says what it lacks).
+    study, items = _study(tmp_path)
+    first = build_report(study).read_text()
+    before = dict(re.findall(r"<tr><td>(utt\d) \(cy\)<audio[^>]*base64,([^']+)'", first))
+    assert set(before) == {"utt0", "utt1", "utt2"}
+    for item in items[:2]:
+        Path(item.audio).unlink()
+    again = build_report(study).read_text()
+    after = dict(re.findall(r"<tr><td>(utt\d) \(cy\)<audio[^>]*base64,([^']+)'", again))
+    assert after == before and "no audio:" not in again
+    (study / "report" / "report.html").unlink()  # no earlier page: the missing clips are named
+    assert build_report(study).read_text().count("no audio:") == 2
+
+
 def test_cells_without_sidecars_are_said_to_have_none(tmp_path):
     cells = tmp_path / "study" / "cells"
     cells.mkdir(parents=True)

@@ -106,11 +106,13 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, title: 
     )
     md = f"# {title}\n\n{provenance}.\n\n" + "".join(f"![{alt}]({p.name})\n\n" for p, alt in figures) + tables
     atomic_write_text(out_dir / "report.md", md)
+    old_page = out_dir / "report.html"
+    previous = old_page.read_text(encoding="utf-8") if old_page.is_file() else ""
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}{UTTERANCE_STYLE}</style></head>"
         f"<body><h1>{html.escape(title)}</h1><p class='note'>{html.escape(provenance)}.</p>"
         f"<h2>Plots</h2><div class='figs'>{''.join(_img(p, alt) for p, alt in figures)}</div>"
-        f"<h2>Tables</h2>{_md_table_to_html(tables)}<p class='note'>{html.escape(SUSPICIOUS_NOTE)}</p>{utterance_section(run_dir)}</body></html>"
+        f"<h2>Tables</h2>{_md_table_to_html(tables)}<p class='note'>{html.escape(SUSPICIOUS_NOTE)}</p>{utterance_section(run_dir, previous_page=previous)}</body></html>"
     )
     atomic_write_text(out_dir / "report.html", page)
     return out_dir / "report.html"

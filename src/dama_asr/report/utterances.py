@@ -17,6 +17,7 @@ import html
 import io
 import json
 import random
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,23 +155,41 @@ def pick(view: CorpusView, worst: int = WORST, sample: int = SAMPLE, seed: int =
     return worst_ids, [uid for uid in rest if uid in chosen]
 
 
+_EMBEDDED_CLIP = re.compile(
+    r"<tr><td>(?P<uid>[^<]*?) \([^<()]*\)<audio controls preload='metadata' "
+    r"src='data:audio/flac;base64,(?P<b64>[A-Za-z0-9+/=]+)'></audio>"
+)
+
+
+def embedded_clips(page: str) -> dict[str, bytes]:
+    """The FLAC clips a previously written page embeds, by (HTML-escaped) utterance id: a page rebuilt on a
+    machine without the corpus keeps them instead of losing its audio (the committed study reports)."""
+    return {m["uid"]: base64.b64decode(m["b64"]) for m in _EMBEDDED_CLIP.finditer(page)}
+
+
 class _AudioBudget:
-    """Embeds clips until MAX_CLIPS or MAX_AUDIO_BYTES is reached, then says why a clip is left out."""
+    """Embeds clips until MAX_CLIPS or MAX_AUDIO_BYTES is reached, then says why a clip is left out. Where
+    an utterance's audio cannot be read, the clip the previous page embedded for it is kept."""
 
-    def __init__(self, clips: int = MAX_CLIPS, size: int = MAX_AUDIO_BYTES):
-        self.clips, self.size = clips, size
+    def __init__(
+        self, clips: int = MAX_CLIPS, size: int = MAX_AUDIO_BYTES, previous: dict[str, bytes] | None = None
+    ):
+        self.clips, self.size, self.previous = clips, size, previous or {}
 
-    def tag(self, audio: str) -> str:
+    def tag(self, audio: str, uid: str = "") -> str:
         if self.clips <= 0:
             return "<span class='wer'>audio left out (page cap reached)</span>"
         try:
             samples = load_audio(resolve_audio(audio), max_seconds=None)  # (T,) 16 kHz mono float32
         except AudioError as err:
-            return f"<span class='wer'>no audio: {html.escape(str(err))}</span>"
-        buffer = io.BytesIO()
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
-        sf.write(buffer, pcm, 16_000, format="FLAC", subtype="PCM_16")
-        data = buffer.getvalue()
+            data = self.previous.get(html.escape(uid))
+            if data is None:
+                return f"<span class='wer'>no audio: {html.escape(str(err))}</span>"
+        else:
+            buffer = io.BytesIO()
+            pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
+            sf.write(buffer, pcm, 16_000, format="FLAC", subtype="PCM_16")
+            data = buffer.getvalue()
         if len(data) > self.size:
             return "<span class='wer'>audio left out (page cap reached)</span>"
         self.clips, self.size = self.clips - 1, self.size - len(data)
@@ -196,7 +215,7 @@ def _table(view: CorpusView, ids: list[str], budget: _AudioBudget) -> str:
     rows = []
     for uid in ids:
         row = next(s.rows[uid] for s in systems if s and uid in s.rows)
-        first = f"{html.escape(uid)} ({html.escape(row['language'])}){budget.tag(row['audio'])}"
+        first = f"{html.escape(uid)} ({html.escape(row['language'])}){budget.tag(row['audio'], uid)}"
         cells = "".join(_hypothesis(s, uid) for s in systems)
         rows.append(f"<tr><td>{first}</td><td>{html.escape(row['reference'])}</td>{cells}</tr>")
     return (
@@ -206,8 +225,9 @@ def _table(view: CorpusView, ids: list[str], budget: _AudioBudget) -> str:
     )
 
 
-def utterance_section(folder: str | Path, seed: int = 0) -> str:
-    """The page's "Utterances" section, from the sidecars under folder/cells (or folder)."""
+def utterance_section(folder: str | Path, seed: int = 0, previous_page: str = "") -> str:
+    """The page's "Utterances" section, from the sidecars under folder/cells (or folder); previous_page,
+    the page this one replaces, lends its clips for audio that cannot be read here."""
     folder = Path(folder)
     cells_dir = folder / "cells" if (folder / "cells").is_dir() else folder
     views, with_sidecar, cells = _views(cells_dir)
@@ -227,7 +247,7 @@ def utterance_section(folder: str | Path, seed: int = 0) -> str:
         f"hours; WER per utterance is Whisper-normalised. At most {MAX_CLIPS} clips "
         f"({MAX_AUDIO_BYTES / 2**20:.0f} MiB) are embedded, 16 kHz mono 16-bit FLAC.{missing}</p>"
     )
-    budget = _AudioBudget()
+    budget = _AudioBudget(previous=embedded_clips(previous_page))
     for corpus, view in views.items():
         worst, sample = pick(view, seed=seed)
         if view.zero_shot is None:
