@@ -97,6 +97,37 @@ def test_blocks_are_rewritten_from_the_cells_in_the_markers_order(tmp_path):
         assert fill_generated(PAGE, _study(tmp_path, order)) == page, "row order depends on file order"
 
 
+def test_a_rerun_study_is_read_against_the_one_it_replaces(tmp_path):
+    # The converged bf16 rerun beside the 3-epoch float32 grid: change in points and relative, the
+    # rerun's English WER, and whether its target is met; methods the old study lacks read "–".
+    _study(tmp_path, range(5))  # the old study "s"
+    new = tmp_path / "n" / "cells"
+    new.mkdir(parents=True)
+    for i, cell in enumerate([_cell("cy", "dama", 0.5, 0, 0.30, "bf16", en_after=0.2),
+                              _cell("cy", "dama", 0.5, 1, 0.20, "bf16", en_after=0.4),
+                              _cell("cy", "lora", 1.0, 0, 0.33, "bf16"),
+                              _cell("cy", "lora", 1.0, 1, 0.99)]):  # float32: not part of the rerun  # fmt: skip
+        (new / f"{i}.json").write_text(json.dumps(cell))
+    marker = ('<!-- generated:wer-change study=n before=s methods="dama=DAMA,lora=LoRA-64" corpora=cy=Welsh '
+              'precision=bf16 targets="cy:0.5=26" -->\n<!-- /generated -->\n')  # fmt: skip
+    page = fill_generated(marker, tmp_path)
+    assert (
+        "| Welsh | 0.5 | DAMA | 1.33 M | 55.0 ± 7.1 (n=2) | 25.0 ± 7.1 (n=2) | -30.0 | -55% | 30.0 ± 14.1 | ≤ 26: met |"
+        in page
+    )
+    assert "| Welsh | 1 | LoRA-64 | 5.11 M | 30.0 | 33.0 | +3.0 | +10% | 30.0 | |" in page
+    assert page.count("| Welsh |") == 2, "the float32 cell of the rerun study is not a row of its own"
+    only_new = marker.replace("lora=LoRA-64", "lora=LoRA-64,full=full")
+    assert "full" not in fill_generated(only_new, tmp_path).split("-->", 1)[1]  # no cells: no row
+    with pytest.raises(GeneratedBlockError, match="not corpus:hours=WER"):
+        fill_generated(marker.replace("cy:0.5=26", "cy=26"), tmp_path)
+    with pytest.raises(GeneratedBlockError, match="study=gone has no cell results"):
+        fill_generated(marker.replace("before=s", "before=gone"), tmp_path)
+    bf16 = fill_generated('<!-- generated:wer-by-method study=n methods=dama corpora=cy precision=bf16 -->\n'
+                          "<!-- /generated -->\n", tmp_path)  # fmt: skip
+    assert "| cy 0.5 h | 25.0 ± 7.1 (12.5 ± 3.5), n=2 |" in bf16
+
+
 @pytest.mark.parametrize(
     ("marker", "message"),
     [

@@ -308,20 +308,22 @@ def _millions(count: int) -> str:
     return f"{value:.{max(0, 2 - math.floor(math.log10(value)))}f} M" if value > 0 else "0 M"
 
 
-def _float32_groups(results: list[dict]) -> dict[tuple[str, str, float], list[dict]]:
-    """(corpus, method, hours) -> its float32 cells, by seed (other precisions have their own table)."""
+def precision_groups(results: list[dict], precision: str = "no") -> dict[tuple[str, str, float], list[dict]]:
+    """(corpus, method, hours) -> its cells at one precision ("no": float32), by seed. A study mixing
+    precisions compares them in their own table, never averaged together."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
         c = r["cell"]
-        if c.get("precision", "no") == "no":
+        if c.get("precision", "no") == precision:
             groups[(c.get("corpus", ""), c["method"], float(c["hours"]))].append(r)
     return {k: sorted(v, key=lambda r: r["cell"]["seed"]) for k, v in sorted(groups.items())}
 
 
-def wer_by_method_table(results: list[dict], methods: str, corpora: str) -> str:
-    """Methods as columns, (corpus, hours) as rows: test WER (CER) of the float32 cells, then zero-shot."""
+def wer_by_method_table(results: list[dict], methods: str, corpora: str, precision: str = "no") -> str:
+    """Methods as columns, (corpus, hours) as rows: test WER (CER) of the cells at `precision` (float32
+    unless given), then zero-shot."""
     methods_, corpora_ = _labels(methods), _labels(corpora)
-    groups = _float32_groups(results)
+    groups = precision_groups(results, precision)
     params = {
         m: next((rs[0]["trainable_parameters"] for k, rs in groups.items() if k[1] == m), 0) for m in methods_
     }
@@ -346,12 +348,12 @@ def wer_by_method_table(results: list[dict], methods: str, corpora: str) -> str:
     return "\n".join(lines) + ("\n\nZero-shot: " + ", ".join(zero_shot) + "." if zero_shot else "") + "\n"
 
 
-def forgetting_table(results: list[dict], methods: str, corpora: str) -> str:
-    """English WER after adaptation, a row per (corpus, method), a column per budget; float32 cells."""
+def forgetting_table(results: list[dict], methods: str, corpora: str, precision: str = "no") -> str:
+    """English WER after adaptation, a row per (corpus, method), a column per budget; cells at `precision`."""
     methods_, corpora_ = _labels(methods), _labels(corpora)
     groups = {
         k: [r["forgetting"] for r in rs if r.get("forgetting")]
-        for k, rs in _float32_groups(results).items()
+        for k, rs in precision_groups(results, precision).items()
         if k[0] in corpora_ and k[1] in methods_
     }
     groups = {k: f for k, f in groups.items() if f}
@@ -426,6 +428,19 @@ def fill_generated(text: str, root: str | Path, where: str = "page") -> str:
 
             table = experts_table if kind == "language-experts" else routing_table
             return f"{match[1]}\n{table(Path(root) / study).strip()}\n\n{match[4]}"
+        if kind == "wer-change" and study and params.get("before"):
+            from dama_asr.report.change_table import wer_change_table
+
+            before = params.pop("before")
+            loaded = {f: load_cell_results(Path(root) / f) for f in (study, before)}
+            for folder, cells in loaded.items():
+                if not cells:
+                    raise GeneratedBlockError(f"{where}: study={folder} has no cell results under {root}")
+            try:
+                body = wer_change_table(loaded[study], loaded[before], **params)
+            except (TypeError, ResultsError) as err:
+                raise GeneratedBlockError(f"{where}: marker '{match['spec']}': {err}") from err
+            return f"{match[1]}\n{body.strip()}\n\n{match[4]}"
         if kind in ("language-expansion", "expansion-base-languages") and study:
             from dama_asr.report.expansion_table import base_languages_table, expansion_table
 
