@@ -88,3 +88,20 @@ def test_report_html_renders_with_plots_in_chromium(study, tmp_path):
 def test_report_without_results_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished cell results"):
         build_report(tmp_path)
+
+
+def test_converged_runs_get_their_dev_curves(study):
+    # The fixture's 2-epoch cells draw no curve; a converged cell (dev WER over 6 epochs) does.
+    from dama_asr.report.plots import dev_curves
+
+    assert dev_curves(load_cell_results(study)) == {}
+    assert "dev_curves.png" not in (build_report(study).parent / "report.md").read_text()
+    cell = _cell("lora", 1.0, 0, 0.3, 5_111_808)
+    cell["train"]["dev_wer"] = [0.9, 0.6, 0.5, 0.45, 0.47, None]  # an epoch without a dev score is dropped
+    (study / "cells" / "converged.json").write_text(json.dumps(cell))
+    curves = dev_curves(load_cell_results(study))
+    assert curves == {"synth": {"lora 1 h seed 0": [0.9, 0.6, 0.5, 0.45, 0.47]}}
+    page = build_report(study)
+    assert "![Dev WER by epoch (converged runs)](dev_curves.png)" in (page.parent / "report.md").read_text()
+    assert (page.parent / "dev_curves.png").stat().st_size > 5_000
+    assert page.read_text().count("data:image/png;base64,") == 4

@@ -8,7 +8,13 @@ import json
 from pathlib import Path
 
 from dama_asr.atomic import atomic_write_text
-from dama_asr.report.plots import plot_probe_curves, plot_wer_vs_hours, plot_wer_vs_parameters
+from dama_asr.report.plots import (
+    dev_curves,
+    plot_dev_curves,
+    plot_probe_curves,
+    plot_wer_vs_hours,
+    plot_wer_vs_parameters,
+)
 from dama_asr.report.results import aggregate, load_cell_results, markdown_tables
 from dama_asr.report.utterances import UTTERANCE_STYLE, utterance_section
 
@@ -90,6 +96,11 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, title: 
         (plot_wer_vs_parameters(aggs, out_dir / "wer_vs_parameters.png"), "Test WER vs trainable parameters"),
         (plot_wer_vs_hours(aggs, out_dir / "wer_vs_hours.png"), "Test WER vs hours of training data"),
     ]
+    converged = dev_curves(results)
+    if converged:
+        figures.append(
+            (plot_dev_curves(converged, out_dir / "dev_curves.png"), "Dev WER by epoch (converged runs)")
+        )
     curves = _probe_curves(run_dir)
     if curves:
         figures.insert(

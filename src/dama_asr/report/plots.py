@@ -105,3 +105,42 @@ def plot_probe_curves(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def dev_curves(results: list[dict], min_epochs: int = 4) -> dict[str, dict[str, list[float]]]:
+    """corpus -> {"method hours h seed s": dev WER per epoch} for cells that trained at least min_epochs
+    (converged runs; a fixed 3-epoch grid has no curve worth drawing)."""
+    curves: dict[str, dict[str, list[float]]] = {}
+    for r in sorted(
+        results, key=lambda r: (r["cell"]["method"], float(r["cell"]["hours"]), r["cell"]["seed"])
+    ):
+        wer = [w for w in r.get("train", {}).get("dev_wer") or [] if w is not None]
+        if len(wer) >= min_epochs:
+            c = r["cell"]
+            curves.setdefault(c.get("corpus", ""), {})[
+                f"{c['method']} {float(c['hours']):g} h seed {c['seed']}"
+            ] = wer
+    return curves
+
+
+def plot_dev_curves(curves: dict[str, dict[str, list[float]]], path: Path) -> Path:
+    """One panel per corpus, dev WER by epoch per cell, the kept (best) epoch ringed: where each run
+    converged and how far past its best the plateau schedule let it go."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4.5), squeeze=False)
+    for ax, (corpus, runs) in zip(axes[0], sorted(curves.items()), strict=True):
+        for label, wer in runs.items():
+            epochs = range(1, len(wer) + 1)
+            line = ax.plot(
+                epochs, [w * 100 for w in wer], marker=".", color=_colour(label.split(" ")[0]), label=label
+            )
+            best = min(range(len(wer)), key=wer.__getitem__)
+            ax.plot(best + 1, wer[best] * 100, "o", mfc="none", ms=10, color=line[0].get_color())
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("dev WER (%)")
+        ax.set_title(f"{corpus}: dev WER by epoch (ring: kept epoch)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
