@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -97,10 +98,18 @@ def test_converged_runs_get_their_dev_curves(study):
     assert dev_curves(load_cell_results(study)) == {}
     assert "dev_curves.png" not in (build_report(study).parent / "report.md").read_text()
     cell = _cell("lora", 1.0, 0, 0.3, 5_111_808)
-    cell["train"]["dev_wer"] = [0.9, 0.6, 0.5, 0.45, 0.47, None]  # an epoch without a dev score is dropped
+    cell["train"]["dev_wer"] = [
+        0.9,
+        None,
+        0.5,
+        0.45,
+        0.47,
+    ]  # epoch 2 unscored: a gap, later epochs keep their place
     (study / "cells" / "converged.json").write_text(json.dumps(cell))
-    curves = dev_curves(load_cell_results(study))
-    assert curves == {"synth": {"lora 1 h seed 0": [0.9, 0.6, 0.5, 0.45, 0.47]}}
+    (curve,) = dev_curves(load_cell_results(study))["synth"].values()
+    assert len(curve) == 5 and math.isnan(curve[1]) and curve[2:] == [0.5, 0.45, 0.47]
+    cell["train"]["dev_wer"] = [0.9, None, None, 0.45, 0.47]  # 3 scored epochs: no curve
+    assert dev_curves([cell]) == {}
     page = build_report(study)
     assert "![Dev WER by epoch (converged runs)](dev_curves.png)" in (page.parent / "report.md").read_text()
     assert (page.parent / "dev_curves.png").stat().st_size > 5_000

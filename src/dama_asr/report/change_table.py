@@ -63,9 +63,9 @@ def wer_change_table(
                 if not new:
                     continue
                 old = before.get((corpus, method, hours), [])
+                wer_new, wer_old = ([r["test"]["wer"] for r in rs] for rs in (new, old))
                 n_new, n_old = (f" (n={len(x)})" if len(x) > 1 else "" for x in (new, old))
-                mean_new = _mean_std([r["test"]["wer"] for r in new])[0]
-                mean_old = _mean_std([r["test"]["wer"] for r in old])[0] if old else None
+                mean_new, mean_old = _mean_std(wer_new)[0], (_mean_std(wer_old)[0] if old else None)
                 change = rel = "–"
                 if mean_old:
                     change = f"{(mean_new - mean_old) * 100:+.1f}"
@@ -75,7 +75,7 @@ def wer_change_table(
                 )
                 lines.append(_row([
                     corpus_label, f"{hours:g}", label, _millions(new[0]["trainable_parameters"]),
-                    (_points([r["test"]["wer"] for r in old]) + n_old) if old else "–",
-                    _points([r["test"]["wer"] for r in new]) + n_new, change, rel, _english_after(new), met,
+                    (_points(wer_old) + n_old) if old else "–", _points(wer_new) + n_new, change, rel,
+                    _english_after(new), met,
                 ]))  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -24,6 +24,13 @@ def _colour(method: str) -> str:
     return spec.colour if spec is not None else UNKNOWN_COLOUR
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)  # figures are not garbage-collected while pyplot holds them
+    return path
+
+
 def _legend_order(label: str) -> tuple:
     """Registry order (baselines, then DAMA and its ablations), a method's precisions after it."""
     spec = method_of_label(label)
@@ -55,10 +62,7 @@ def plot_wer_vs_parameters(aggs: list[Aggregate], path: Path) -> Path:
     ax.set_ylabel("test WER (%)")
     ax.set_title("WER vs trainable parameters (lower-left is better)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_wer_vs_hours(aggs: list[Aggregate], path: Path) -> Path:
@@ -83,10 +87,7 @@ def plot_wer_vs_hours(aggs: list[Aggregate], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("WER vs amount of training data")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_probe_curves(
@@ -101,21 +102,18 @@ def plot_probe_curves(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def dev_curves(results: list[dict], min_epochs: int = 4) -> dict[str, dict[str, list[float]]]:
-    """corpus -> {"method hours h seed s": dev WER per epoch} for cells that trained at least min_epochs
-    (converged runs; a fixed 3-epoch grid has no curve worth drawing)."""
+    """corpus -> {"method hours h seed s": dev WER per epoch, NaN where an epoch was not scored} for
+    cells that scored at least min_epochs (converged runs; a fixed 3-epoch grid has no curve to draw)."""
     curves: dict[str, dict[str, list[float]]] = {}
     for r in sorted(
         results, key=lambda r: (r["cell"]["method"], float(r["cell"]["hours"]), r["cell"]["seed"])
     ):
-        wer = [w for w in r.get("train", {}).get("dev_wer") or [] if w is not None]
-        if len(wer) >= min_epochs:
+        wer = [math.nan if w is None else w for w in r.get("train", {}).get("dev_wer") or []]
+        if sum(not math.isnan(w) for w in wer) >= min_epochs:
             c = r["cell"]
             curves.setdefault(c.get("corpus", ""), {})[
                 f"{c['method']} {float(c['hours']):g} h seed {c['seed']}"
@@ -133,14 +131,11 @@ def plot_dev_curves(curves: dict[str, dict[str, list[float]]], path: Path) -> Pa
             line = ax.plot(
                 epochs, [w * 100 for w in wer], marker=".", color=_colour(label.split(" ")[0]), label=label
             )
-            best = min(range(len(wer)), key=wer.__getitem__)
+            best = min((i for i, w in enumerate(wer) if not math.isnan(w)), key=wer.__getitem__)
             ax.plot(best + 1, wer[best] * 100, "o", mfc="none", ms=10, color=line[0].get_color())
         ax.set_xlabel("epoch")
         ax.set_ylabel("dev WER (%)")
         ax.set_title(f"{corpus}: dev WER by epoch (ring: kept epoch)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
