@@ -30,6 +30,8 @@ FLAG_FIELDS = {
     "stop_after_steps": "stop_after_steps",
     "checkpoint_every": "checkpoint_every",
     "progress": "progress_bar",
+    "replay": "replay.train",
+    "replay_share": "replay.share",
 }
 
 
@@ -200,6 +202,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="after warmup: plateau (x0.5 after a dev epoch that does not improve, stop after --patience of "
         "them: trains until converged, --epochs is a cap), linear or cosine decay over --epochs, constant",
     )
+    p.add_argument(
+        "--replay",
+        metavar="MANIFEST",
+        help="utterances of languages the model already knows (English, say), mixed in against forgetting",
+    )
+    p.add_argument("--replay-share", type=float, help="replay utterances per training utterance")
     p.add_argument("--max-dev", type=int, help="dev utterances scored each epoch (0 = all)")
     p.add_argument("--patience", type=int, help="early stopping after N epochs without dev improvement")
     p.add_argument("--seed", type=int, help="initialisation, batch order and dev sample")

@@ -233,6 +233,9 @@ def check_train_section(section: Any, where: str) -> dict:
         )
     except TrainConfigError as err:
         raise StudyConfigError(f"{where}: {err}") from err
+    replay = section.get("replay")
+    if isinstance(replay, dict) and replay.get("train"):  # a manifest path, like the corpora's
+        section["replay"] = {**replay, "train": _expand(str(replay["train"]))}
     return section
 
 

@@ -183,6 +183,29 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class ReplayConfig:
+    """Rehearsal against forgetting: utterances of languages the model already knows (English, say),
+    mixed into the training set so that the adapter keeps them working (`dama_asr.train.setup`).
+
+    train: a manifest of such utterances ('' = no replay, the default).
+    share: how many replay utterances per training utterance (0.25: one for every four), drawn once per
+    run from `train` with the run's seed (the whole manifest where it holds fewer). They train like the
+    others, under their own language token, and count in neither the training hours nor the dev choice.
+    """
+
+    train: str = ""
+    share: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.share <= 4.0:
+            raise TrainConfigError(f"replay.share: must be in (0, 4], got {self.share}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.train)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run.
 
@@ -209,6 +232,7 @@ class TrainConfig:
     steps; the schedule still spans all epochs, so `--resume` continues the same run.
     prompt_loss: also train on the forced <|lang|><|transcribe|><|notimestamps|> tokens.
     augment: SpecAugment-style masking of each step's input (`AugmentConfig`; off by default).
+    replay: utterances of already-known languages mixed in against forgetting (`ReplayConfig`; off).
     """
 
     model: str = "whisper-base"
@@ -219,6 +243,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"

@@ -337,11 +337,17 @@ class Trainer:
 
     def _card(self) -> dict:
         """What the saved adapter's README.md says about this run (adapters.card.model_card)."""
-        languages = sorted(set(self.data.languages))
-        seconds = sum(e.item.duration or 0.0 for e in self.data.originals)  # the data, not its copies
-        return {"language": ", ".join(languages), "dataset": str(self.config.train),
+        originals = self.data.originals  # the data, not its copies or the replay
+        languages = sorted({e.language for e in originals})
+        seconds = sum(e.item.duration or 0.0 for e in originals)
+        card = {"language": ", ".join(languages), "dataset": str(self.config.train),
                 "train_hours": round(seconds / 3600, 3) if seconds else None, "dev_wer": self.state["best_wer"],
                 "epochs": len(self.state["history"])}  # fmt: skip
+        if self.data.replayed:
+            replayed = self.data.examples[-self.data.replayed :]
+            card["replay"] = (f"{len(replayed)} utterances ({', '.join(sorted({e.language for e in replayed}))}) "
+                              f"from {self.config.replay.train}")  # fmt: skip
+        return card
 
     def _end_epoch(self, epoch: int, seconds: float, cache_seconds: float, losses: list[float]) -> bool:
         """Evaluate, keep the best adapter, decide early stopping. Returns True to stop.
@@ -482,6 +488,7 @@ class Trainer:
             "trainable_parameters": self.trainable,
             "train_utterances": len(self.data.examples),
             "perturbed_copies": self.data.perturbed,
+            "replay_utterances": self.data.replayed,
             "skipped_train_items": dict(self.data.skipped.counts),
             "dev_utterances": len(self.data.dev),
             "global_batch": self.config.optim.batch_size * self.config.optim.grad_accum * self.world,

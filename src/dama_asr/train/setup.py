@@ -19,6 +19,7 @@ from dama_asr.adapters import apply_adapter, base_model_of
 from dama_asr.backbone.loading import Backbone
 from dama_asr.data.manifest import Utterance, read_manifest
 from dama_asr.data.perturb import perturbed_copies
+from dama_asr.errors import DamaError
 from dama_asr.faults import crash_point
 from dama_asr.features.cross_kv import CrossKV, budget_bytes, can_cache
 from dama_asr.features.encoder_cache import (
@@ -47,11 +48,13 @@ class RunData:
     skipped: SkippedItems
     lengths: list[int] = field(default_factory=list)
     languages: list[str] = field(default_factory=list)  # each example's Whisper code, for the samplers
-    perturbed: int = 0  # the last `perturbed` examples are perturbed copies of the others
+    perturbed: int = 0  # perturbed copies of the originals, after them
+    replayed: int = 0  # replay utterances (`replay`), last
 
     @property
     def originals(self) -> list[Example]:
-        return self.examples[: len(self.examples) - self.perturbed]
+        """The training manifest's own examples: neither perturbed copies nor replay."""
+        return self.examples[: len(self.examples) - self.perturbed - self.replayed]
 
     def __post_init__(self) -> None:
         self.lengths = [e.length for e in self.examples]
@@ -83,6 +86,7 @@ def load_run_data(config: TrainConfig, backbone: Backbone) -> RunData:
         read_manifest(config.train), tokenizer, known, max_positions, model_name=backbone.name
     )
     copies = perturbed_examples(examples, config, skipped)
+    replay = replay_examples(config, backbone, len(examples), skipped)
     dev: list[Utterance] = []
     if config.dev and config.eval.enabled:
         dev = read_manifest(config.dev)
@@ -91,7 +95,35 @@ def load_run_data(config: TrainConfig, backbone: Backbone) -> RunData:
         if n and len(dev) > n:
             chosen = sorted(random.Random(config.seed).sample(range(len(dev)), n))
             dev = [dev[i] for i in chosen]
-    return RunData(examples=examples + copies, dev=dev, skipped=skipped, perturbed=len(copies))
+    return RunData(examples=examples + copies + replay, dev=dev, skipped=skipped, perturbed=len(copies),
+                   replayed=len(replay))  # fmt: skip
+
+
+def replay_examples(config: TrainConfig, backbone: Backbone, originals: int, skipped: SkippedItems) -> list[Example]:
+    """`replay.share` x `originals` utterances of `replay.train`, a seeded sample fixed for the run (so the
+    encoder cache holds them once and a resumed run trains on the same ones). Validated like the training
+    manifest; an unusable item is named as a replay item."""
+    if not config.replay.enabled:
+        return []
+    items = read_manifest(config.replay.train)
+    wanted = min(len(items), max(1, round(config.replay.share * originals)))
+    if wanted < len(items):
+        chosen = sorted(random.Random(f"replay:{config.seed}").sample(range(len(items)), wanted))
+        items = [items[i] for i in chosen]
+    tokenizer = backbone.processor.tokenizer
+    try:
+        examples, replay_skipped = prepare_examples(
+            items, tokenizer, backbone.languages, backbone.model.config.max_target_positions,
+            model_name=backbone.name,
+        )  # fmt: skip
+    except DamaError as err:
+        raise type(err)(f"replay manifest {config.replay.train}: {err}") from None
+    for reason, count in replay_skipped.counts.items():
+        skipped.counts[f"replay: {reason}"] += count
+        skipped.examples.setdefault(f"replay: {reason}", list(replay_skipped.examples[reason]))
+    log.info("replay: %d utterance(s) of %s mixed into %d", len(examples),
+             ", ".join(sorted({e.language for e in examples})), originals)  # fmt: skip
+    return examples
 
 
 def perturbed_examples(examples: list[Example], config: TrainConfig, skipped: SkippedItems) -> list[Example]:
