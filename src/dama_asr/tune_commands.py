@@ -27,7 +27,7 @@ def format_record(record: dict) -> str:
     lines = [f"dama tune: {record['search']} search, {len(record['trials'])} trials ({record['status']})"]
     for t in record["trials"]:
         wer = "n/a" if t["dev_wer"] is None else f"{t['dev_wer']:.1%}"
-        mark = "  <- chosen" if t["name"] == record["chosen"] else ""
+        mark = "  <- chosen" if t["name"] == record["chosen"] else ("  (pruned)" if t.get("pruned") else "")
         settings = ", ".join(f"{k}={v}" for k, v in t["settings"].items())
         lines.append(f"  {settings}: dev WER {wer} (best epoch {t['best_epoch']} of {t['epochs_run']}){mark}")
     return "\n".join(lines)
@@ -40,7 +40,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     out = Path(args.out)
     base = _base_from_args(args)
     axes = [parse_axis(a) for a in args.axis] if args.axis else default_axes(base["adapter"]["method"])
-    record = run_search(base, axes, out, search=args.search, max_trials=args.max_trials)
+    record = run_search(base, axes, out, search=args.search, max_trials=args.max_trials,
+                        prune_after=args.prune_after, prune_margin=args.prune_margin)  # fmt: skip
     print(json.dumps(record, indent=2, allow_nan=False) if args.json else format_record(record))
     if not args.json:
         print(f"recipe: {out / RECIPE}  (dama train --recipe {out / RECIPE} --train ... --dev ... --out RUN)")
@@ -78,6 +79,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-trials", type=int, default=0, help="refuse to train more trials than this (0 = no cap)"
     )
+    p.add_argument(
+        "--prune-after", type=int, default=0, metavar="N",
+        help="from epoch N on, stop a trial whose best dev WER so far is more than --prune-margin above "
+        "the finished trials' median at the same epoch (the median stopping rule; 0 = off, the default). "
+        "Saves most of a slow row's search; a slow-starting learning rate can be cut, so keep N >= 3",
+    )  # fmt: skip
+    p.add_argument("--prune-margin", type=float, default=0.1,
+                   help="relative margin of --prune-after (0.1: 10%% above the median)")  # fmt: skip
     p.add_argument("--epochs", type=int, help="cap on each trial's epochs")
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--max-dev", type=int, help="dev utterances each trial scores per epoch (0 = all)")

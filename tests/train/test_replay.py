@@ -45,7 +45,9 @@ def test_replay_adds_a_seeded_share_under_its_own_language(make_config, english,
     assert whole.replayed == len(ENGLISH)  # no more than the manifest holds, each once
 
 
-def test_a_replay_run_trains_on_both_and_reports_only_the_target_hours(make_config, english, tmp_path) -> None:
+def test_a_replay_run_trains_on_both_and_reports_only_the_target_hours(
+    make_config, english, tmp_path
+) -> None:
     config = make_config(replay={"train": str(english), "share": 4}, precision="no")
     summary = train(config)
     assert summary["replay_utterances"] == 6 and summary["train_utterances"] == 14
@@ -70,6 +72,8 @@ def test_bad_replay_input_is_named(make_config, tmp_path: Path, tiny_backbone) -
 
 def test_a_study_expands_the_replay_manifest_path(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DAMA_HOME", str(tmp_path))
-    section = check_train_section({"replay": {"train": "${DAMA_HOME}/en.jsonl", "share": 0.5}}, "method_train.x")
+    section = check_train_section(
+        {"replay": {"train": "${DAMA_HOME}/en.jsonl", "share": 0.5}}, "method_train.x"
+    )
     assert section["replay"] == {"train": f"{tmp_path}/en.jsonl", "share": 0.5}
     assert json.dumps(section)  # still plain data, as the study stores it

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,7 +22,6 @@ from tqdm.auto import tqdm
 
 from dama_asr.adapters import base_model_of, save_adapter, trainable_parameter_count
 from dama_asr.adapters.sets import base_fingerprint
-from dama_asr.allocator import active_allocator
 from dama_asr.atomic import atomic_write_text, remove_leftovers
 from dama_asr.backbone.loading import Backbone, load_backbone
 from dama_asr.errors import DamaError
@@ -44,8 +44,9 @@ from dama_asr.train.checkpoint import (
 )
 from dama_asr.train.config import TrainConfig, TrainConfigError, config_differences, load_recipe
 from dama_asr.train.data import IGNORE_INDEX, collate_tokens, shard_batch
-from dama_asr.train.metrics_log import MetricsLog, peak_memory_bytes
+from dama_asr.train.metrics_log import MetricsLog
 from dama_asr.train.objectives import TOKEN_TERM, Objective, ObjectiveSetup, StepModel, get_objective
+from dama_asr.train.run_report import adapter_card, run_summary
 from dama_asr.train.schedules import decay_on_plateau
 from dama_asr.train.setup import (
     RunData,
@@ -63,6 +64,11 @@ from dama_asr.train.setup import (
 log = logging.getLogger(__name__)
 
 
+# Asked after each scored epoch with the history so far (dicts with "epoch", "dev_wer", ...): a reason
+# to stop the run now (a search's pruning rule), or None.
+Pruner = Callable[[list[dict]], str | None]
+
+
 class TrainingDiverged(DamaError, RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
@@ -70,8 +76,9 @@ class TrainingDiverged(DamaError, RuntimeError):
 class Trainer:
     """One run: holds the model, optimizer, schedule, data and progress; `run()` trains it."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, resume: bool = False, prune: Pruner | None = None) -> None:
         self.config = config
+        self.prune = prune
         self.accelerator: Accelerator = make_accelerator(config)
         self.run_dir = config.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -335,20 +342,6 @@ class Trainer:
         self.log.write(record, self.state["global_step"])
         return wer
 
-    def _card(self) -> dict:
-        """What the saved adapter's README.md says about this run (adapters.card.model_card)."""
-        originals = self.data.originals  # the data, not its copies or the replay
-        languages = sorted({e.language for e in originals})
-        seconds = sum(e.item.duration or 0.0 for e in originals)
-        card = {"language": ", ".join(languages), "dataset": str(self.config.train),
-                "train_hours": round(seconds / 3600, 3) if seconds else None, "dev_wer": self.state["best_wer"],
-                "epochs": len(self.state["history"])}  # fmt: skip
-        if self.data.replayed:
-            replayed = self.data.examples[-self.data.replayed :]
-            card["replay"] = (f"{len(replayed)} utterances ({', '.join(sorted({e.language for e in replayed}))}) "
-                              f"from {self.config.replay.train}")  # fmt: skip
-        return card
-
     def _end_epoch(self, epoch: int, seconds: float, cache_seconds: float, losses: list[float]) -> bool:
         """Evaluate, keep the best adapter, decide early stopping. Returns True to stop.
 
@@ -370,21 +363,28 @@ class Trainer:
                                  "samples_per_second": samples / seconds})  # fmt: skip
         stop = False
         if wer is not None:
-            if state["best_wer"] is None or wer < state["best_wer"]:
+            improved = state["best_wer"] is None or wer < state["best_wer"]
+            if improved:
                 state["best_wer"], state["best_epoch"], state["bad_epochs"] = wer, epoch + 1, 0
                 if self.is_main:
                     crash_point("best-save")
                     save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter,
-                                 self.run_dir / "best", base_model=self.config.model, card=self._card(),
+                                 self.run_dir / "best", base_model=self.config.model, card=adapter_card(self.config, self.data, self.state),
                                  base_fingerprint=self.base_fingerprint)  # fmt: skip
             else:
                 state["bad_epochs"] += 1
                 patience = self.config.eval.patience
                 stop = bool(patience) and state["bad_epochs"] >= patience
-                if not stop:
-                    lr = decay_on_plateau(self.scheduler, self.config.optim.plateau_factor)
-                    if lr is not None:
-                        log.info("epoch %d: dev WER not better; learning rate now %.2e", epoch + 1, lr)
+            if not stop and self.prune is not None:
+                # Every process holds the same history (the dev WER is broadcast), so all stop together.
+                reason = self.prune(state["history"])
+                if reason:
+                    state["pruned"], stop = reason, True
+                    log.info("epoch %d: pruned: %s", epoch + 1, reason)
+            if not improved and not stop:
+                lr = decay_on_plateau(self.scheduler, self.config.optim.plateau_factor)
+                if lr is not None:
+                    log.info("epoch %d: dev WER not better; learning rate now %.2e", epoch + 1, lr)
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
         state["epoch_losses"], state["epoch_train_seconds"], state["epoch_samples"] = [], 0.0, 0
         state["stopped_early"] = stop
@@ -462,10 +462,10 @@ class Trainer:
                     break
         finally:
             bar.close()
-        summary = self._summary(time.perf_counter() - start_run, stopped, early)
+        summary = run_summary(self, time.perf_counter() - start_run, stopped, early)
         if self.is_main and not stopped:
             save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter, self.run_dir / "final",
-                         base_model=self.config.model, card=self._card(), base_fingerprint=self.base_fingerprint)  # fmt: skip
+                         base_model=self.config.model, card=adapter_card(self.config, self.data, self.state), base_fingerprint=self.base_fingerprint)  # fmt: skip
             crash_point("final-save")  # final/ written, summary.json not yet
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
         self.accelerator.wait_for_everyone()
@@ -473,51 +473,15 @@ class Trainer:
         self.release()
         return summary
 
-    def _summary(self, seconds: float, stopped: bool, early: bool) -> dict:
-        state = self.state
-        return {
-            "model": self.config.model,
-            "method": self.config.adapter.method,
-            "run_dir": str(self.run_dir),
-            "status": "stopped (stop_after_steps)" if stopped else ("early stopped" if early else "finished"),
-            "processes": self.world,
-            "device": str(self.accelerator.device),
-            "precision": self.precision,
-            "precision_requested": self.config.precision,
-            "allocator": active_allocator(),
-            "trainable_parameters": self.trainable,
-            "train_utterances": len(self.data.examples),
-            "perturbed_copies": self.data.perturbed,
-            "replay_utterances": self.data.replayed,
-            "skipped_train_items": dict(self.data.skipped.counts),
-            "dev_utterances": len(self.data.dev),
-            "global_batch": self.config.optim.batch_size * self.config.optim.grad_accum * self.world,
-            "steps": state["global_step"],
-            "epochs": state["history"],
-            "best_epoch": state["best_epoch"],
-            "best_dev_wer": state["best_wer"],
-            "dev_wer_normaliser": self.config.eval.normaliser,
-            "encoder_cache": self._output_cache is not None,
-            "encoder_cached_layers": self.bottom_layers if self.cache is not None else 0,
-            "encoder_cache_build_seconds": state["cache_seconds"],
-            "encoder_cache_encoded": state.get("cache_encoded", 0),
-            "cross_kv_cached_utterances": len(self.cross_kv) if self.cross_kv else 0,
-            "cross_kv_gib": self.cross_kv.used / 2**30 if self.cross_kv else 0.0,
-            "seconds_per_epoch": state["epoch_seconds"],
-            "samples_per_second": [h["samples_per_second"] for h in state["history"]],
-            "wall_seconds": seconds,
-            **peak_memory_bytes(self.accelerator.device),
-            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
-        }
 
-
-def train(config: TrainConfig, resume: bool = False) -> dict:
+def train(config: TrainConfig, resume: bool = False, prune: Pruner | None = None) -> dict:
     """Train under `config` (or continue its run with `resume`); returns the summary dict.
 
     The run folder gets config.yaml, train_log.jsonl, tensorboard/, checkpoints/, eval/, best/ (the
-    best dev-WER adapter), final/ and summary.json.
+    best dev-WER adapter), final/ and summary.json. `prune` (from `dama tune`) is asked after each
+    scored epoch, with the epoch history so far, whether to stop the run: a reason to stop, or None.
     """
-    trainer = Trainer(config, resume=resume)
+    trainer = Trainer(config, resume=resume, prune=prune)
     try:
         return trainer.run()
     finally:

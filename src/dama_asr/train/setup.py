@@ -99,7 +99,9 @@ def load_run_data(config: TrainConfig, backbone: Backbone) -> RunData:
                    replayed=len(replay))  # fmt: skip
 
 
-def replay_examples(config: TrainConfig, backbone: Backbone, originals: int, skipped: SkippedItems) -> list[Example]:
+def replay_examples(
+    config: TrainConfig, backbone: Backbone, originals: int, skipped: SkippedItems
+) -> list[Example]:
     """`replay.share` x `originals` utterances of `replay.train`, a seeded sample fixed for the run (so the
     encoder cache holds them once and a resumed run trains on the same ones). Validated like the training
     manifest; an unusable item is named as a replay item."""

@@ -26,6 +26,7 @@ import yaml
 
 from dama_asr.atomic import atomic_write_text
 from dama_asr.errors import UserError
+from dama_asr.tune.pruning import median_stopping_rule
 from dama_asr.tune.space import Axis, axes_overlap, short_value
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Trial:
         return {"name": self.name, "settings": self.settings, "dev_wer": self.dev_wer,
                 "best_epoch": s.get("best_epoch"), "epochs_run": len(s.get("epochs", [])),
                 "trainable_parameters": s.get("trainable_parameters"), "wall_seconds": s.get("wall_seconds"),
-                "peak_rss_bytes": s.get("peak_rss_bytes")}  # fmt: skip
+                "peak_rss_bytes": s.get("peak_rss_bytes"), "pruned": s.get("pruned")}  # fmt: skip
 
 
 def trial_name(settings: dict) -> str:
@@ -109,10 +110,12 @@ def _start(axes: list[Axis], base_config) -> list[int]:
 
 def run_search(
     base: dict, axes: list[Axis], out: Path, search: str = "coordinate",
-    train_fn: Callable | None = None, max_trials: int = 0,
+    train_fn: Callable | None = None, max_trials: int = 0, prune_after: int = 0, prune_margin: float = 0.1,
 ) -> dict:  # fmt: skip
     """Train the trials the search needs (reusing finished ones, resuming unfinished ones) and write
-    OUT/tune.json and OUT/recipe.yaml; returns the record. `base` is the nested config of every trial."""
+    OUT/tune.json and OUT/recipe.yaml; returns the record. `base` is the nested config of every trial.
+    prune_after > 0: stop a trial from that epoch on when it is clearly behind the finished ones
+    (`dama_asr.tune.pruning`, the median stopping rule with `prune_margin`)."""
     from dama_asr.train import train
     from dama_asr.train.config import TrainConfig, TrainConfigError, apply_overrides
 
@@ -140,14 +143,21 @@ def run_search(
                 if max_trials and len(trials) >= max_trials:
                     raise TuneError(f"--max-trials {max_trials} reached; raise it to finish the search")
                 log.info("tune: trial %d (%s)", len(trials) + 1, name)
-                trials[name] = Trial(name, settings, _run_trial(config, out / "trials" / name, train_fn))
-                _write(out, base, axes, search, trials, None, started)
+                finished = [
+                    t.summary.get("epochs") or [] for t in trials.values() if not t.summary.get("pruned")
+                ]
+                prune = median_stopping_rule(finished, prune_after, prune_margin)
+                summary = _run_trial(config, out / "trials" / name, train_fn, prune)
+                trials[name] = Trial(name, settings, summary)
+                _write(out, base, axes, search, trials, None, started, (prune_after, prune_margin))
         scored = [trials[trial_name(configs[tuple(p)][1])] for p in points]
         best = _best(scored)
         best_point = points[scored.index(best)]
         chosen = list(best_point)
     best_config, best_settings = configs[tuple(chosen)]
-    record = _write(out, base, axes, search, trials, trial_name(best_settings), started)
+    record = _write(
+        out, base, axes, search, trials, trial_name(best_settings), started, (prune_after, prune_margin)
+    )
     _write_recipe(out / RECIPE, best_config, record)
     return record
 
@@ -159,7 +169,7 @@ def _best(trials: list[Trial]) -> Trial:
     return min(scored, key=lambda t: t.dev_wer)  # ties: the first listed (the axis's order)
 
 
-def _run_trial(config, run_dir: Path, train_fn: Callable) -> dict:
+def _run_trial(config, run_dir: Path, train_fn: Callable, prune=None) -> dict:
     import dataclasses
 
     summary_path = run_dir / "summary.json"
@@ -168,12 +178,14 @@ def _run_trial(config, run_dir: Path, train_fn: Callable) -> dict:
     config = dataclasses.replace(config, output_dir=str(run_dir))
     # A trial killed mid-run continues from its last checkpoint (a run folder with a config has one, or
     # restarts from the beginning when it had not reached its first).
-    return train_fn(config, resume=(run_dir / "config.yaml").is_file())
+    resume = (run_dir / "config.yaml").is_file()
+    return train_fn(config, resume=resume, prune=prune) if prune else train_fn(config, resume=resume)
 
 
-def _write(out: Path, base: dict, axes, search, trials: dict[str, Trial], chosen, started) -> dict:
+def _write(out: Path, base: dict, axes, search, trials: dict[str, Trial], chosen, started, pruning) -> dict:
     record = {
         "search": search,
+        "pruning": {"after_epochs": pruning[0], "margin": pruning[1]} if pruning[0] else None,
         "axes": [{"fields": list(a.fields), "values": [list(v) for v in a.values]} for a in axes],
         "base": {k: v for k, v in base.items() if k not in ("output_dir",)},
         "trials": [t.record() for t in trials.values()],
