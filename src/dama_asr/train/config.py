@@ -32,6 +32,7 @@ from dama_asr.train.schedules import SCHEDULES
 # optim.epochs 0 means: a cap this high for the plateau schedule (it stops itself), this many otherwise.
 DEFAULT_MAX_EPOCHS = 30
 DEFAULT_EPOCHS = 5
+DEV_SELECTION = ("wer", "capped_wer")  # eval.select_by
 # Fields that may differ between a run and its `--resume` (they steer the process, not the maths).
 RUN_CONTROL_FIELDS = frozenset({"stop_after_steps", "progress_bar"})
 
@@ -106,6 +107,9 @@ class EvalConfig:
     normaliser: which WER decides (raw, whisper, script_safe, lenient; script_safe keeps combining marks,
     so it is safe for every script).  patience: stop after this many epochs without improvement (0 = never).
     max_utterances: score a fixed, seeded sample of the dev set (0 = all).
+    select_by: what keeps the best epoch, decays the plateau schedule and stops early: 'wer', or
+    'capped_wer' (each utterance's errors capped at its length: one looping hypothesis cannot swing it,
+    `dama_asr.evaluate.capped_wer`). Both are logged every epoch.
     The defaults are the shipped recipes' (recipes/*.yaml): `dama train` with or without one behaves alike.
     """
 
@@ -116,9 +120,15 @@ class EvalConfig:
     batch_size: int = 16
     beam_size: int = 1
     at_start: bool = False
+    select_by: str = "wer"
 
     def __post_init__(self) -> None:
         from dama_asr.scoring import NORMALISERS
+
+        if self.select_by not in DEV_SELECTION:
+            raise TrainConfigError(
+                f"eval.select_by: one of {', '.join(DEV_SELECTION)}, got {self.select_by!r}"
+            )
 
         if self.normaliser not in NORMALISERS:
             raise TrainConfigError(

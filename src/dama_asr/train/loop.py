@@ -25,7 +25,7 @@ from dama_asr.adapters.sets import base_fingerprint
 from dama_asr.atomic import atomic_write_text, remove_leftovers
 from dama_asr.backbone.loading import Backbone, load_backbone
 from dama_asr.errors import DamaError
-from dama_asr.evaluate import evaluate_items
+from dama_asr.evaluate import capped_wer, evaluate_items
 from dama_asr.faults import crash_point
 from dama_asr.features.cross_kv import CrossKV
 from dama_asr.features.encoder_cache import EncoderCache, utterance_key
@@ -64,7 +64,7 @@ from dama_asr.train.setup import (
 log = logging.getLogger(__name__)
 
 
-# Asked after each scored epoch with the history so far (dicts with "epoch", "dev_wer", ...): a reason
+# Asked after each scored epoch with the history so far (dicts with "epoch", "dev_score", ...): a reason
 # to stop the run now (a search's pruning rule), or None.
 Pruner = Callable[[list[dict]], str | None]
 
@@ -306,17 +306,16 @@ class Trainer:
             prune_checkpoints(self.ckpt_dir, self.config.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
-    def _evaluate(self, epoch: int) -> float | None:
-        """Dev WER on the main process (broadcast to the others); keeps `best/` and early-stopping state."""
+    def _evaluate(self, epoch: int) -> dict | None:
+        """Dev scores on the main process (broadcast to the others): {"wer", "wer_capped"}."""
         if not self.data.dev:
             return None
-        wer = [None]
+        scores = [None]
         if self.is_main:
-            wer[0] = self._dev_wer(epoch)
-        wer = broadcast_object_list(wer)[0] if self.world > 1 else wer[0]
-        return wer
+            scores[0] = self._dev_scores(epoch)
+        return broadcast_object_list(scores)[0] if self.world > 1 else scores[0]
 
-    def _dev_wer(self, epoch: int) -> float:
+    def _dev_scores(self, epoch: int) -> dict:
         unwrapped = self.accelerator.unwrap_model(self.model)
         unwrapped.eval()
         start = time.perf_counter()
@@ -332,15 +331,16 @@ class Trainer:
         crash_point("dev-eval")  # evaluated, nothing recorded yet
         overall = result["by_language"]["all"]
         wer, cer = overall[ev.normaliser]["wer"], overall[ev.normaliser]["cer"]
-        result.pop("utterances")
+        capped = capped_wer(result.pop("utterances"), ev.normaliser)
         atomic_write_text(
             self.run_dir / "eval" / f"epoch-{epoch}.json",
             json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False),
         )
         record = {"kind": "eval", "step": self.state["global_step"], "epoch": epoch, "dev_wer": wer,
-                  "dev_cer": cer, "dev_suspicious": overall["suspicious"], "seconds": time.perf_counter() - start}  # fmt: skip
+                  "dev_wer_capped": capped, "dev_cer": cer, "dev_suspicious": overall["suspicious"],
+                  "seconds": time.perf_counter() - start}  # fmt: skip
         self.log.write(record, self.state["global_step"])
-        return wer
+        return {"wer": wer, "wer_capped": capped}
 
     def _end_epoch(self, epoch: int, seconds: float, cache_seconds: float, losses: list[float]) -> bool:
         """Evaluate, keep the best adapter, decide early stopping. Returns True to stop.
@@ -350,26 +350,30 @@ class Trainer:
         are these two; "dev_seconds", scoring the dev set, are kept apart.
         """
         dev_start = time.perf_counter()
-        wer = self._evaluate(epoch + 1)
+        scores = self._evaluate(epoch + 1) or {}
         dev_seconds = time.perf_counter() - dev_start
+        # The score that keeps `best/`, decays and stops (eval.select_by); both WERs go in the history.
+        score = scores.get("wer" if self.config.eval.select_by == "wer" else "wer_capped")
         state = self.state
         state["epoch_seconds"].append(seconds + cache_seconds)
         mean_loss = sum(losses) / len(losses) if losses else None
         # Counted per step, not len(examples): a language-balanced epoch repeats the smaller languages.
         samples = state.get("epoch_samples", len(self.data.examples) * len(losses) / self.steps_per_epoch)
-        state["history"].append({"epoch": epoch + 1, "train_loss": mean_loss, "dev_wer": wer,
+        state["history"].append({"epoch": epoch + 1, "train_loss": mean_loss, "dev_wer": scores.get("wer"),
+                                 "dev_wer_capped": scores.get("wer_capped"), "dev_score": score,
                                  "seconds": seconds + cache_seconds, "train_seconds": seconds,
                                  "cache_seconds": cache_seconds, "dev_seconds": dev_seconds,
                                  "samples_per_second": samples / seconds})  # fmt: skip
         stop = False
-        if wer is not None:
-            improved = state["best_wer"] is None or wer < state["best_wer"]
+        if score is not None:
+            improved = state["best_wer"] is None or score < state["best_wer"]
             if improved:
-                state["best_wer"], state["best_epoch"], state["bad_epochs"] = wer, epoch + 1, 0
+                state["best_wer"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
                 if self.is_main:
                     crash_point("best-save")
+                    card = adapter_card(self.config, self.data, self.state)
                     save_adapter(self.accelerator.unwrap_model(self.model), self.config.adapter,
-                                 self.run_dir / "best", base_model=self.config.model, card=adapter_card(self.config, self.data, self.state),
+                                 self.run_dir / "best", base_model=self.config.model, card=card,
                                  base_fingerprint=self.base_fingerprint)  # fmt: skip
             else:
                 state["bad_epochs"] += 1

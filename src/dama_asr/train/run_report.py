@@ -19,9 +19,11 @@ def adapter_card(config: TrainConfig, data: RunData, state: dict) -> dict:
     originals = data.originals  # the data, not its copies or the replay
     languages = sorted({e.language for e in originals})
     seconds = sum(e.item.duration or 0.0 for e in originals)
+    # The kept epoch's plain dev WER (state["best_wer"] is the capped one under eval.select_by capped_wer).
+    kept = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
     card = {"language": ", ".join(languages), "dataset": str(config.train),
-            "train_hours": round(seconds / 3600, 3) if seconds else None, "dev_wer": state["best_wer"],
-            "epochs": len(state["history"])}  # fmt: skip
+            "train_hours": round(seconds / 3600, 3) if seconds else None,
+            "dev_wer": kept.get("dev_wer", state["best_wer"]), "epochs": len(state["history"])}  # fmt: skip
     if data.replayed:
         replayed = data.examples[-data.replayed :]
         card["replay"] = (f"{len(replayed)} utterances ({', '.join(sorted({e.language for e in replayed}))}) "
@@ -53,7 +55,8 @@ def run_summary(trainer: Trainer, seconds: float, stopped: bool, early: bool) ->
         "steps": state["global_step"],
         "epochs": state["history"],
         "best_epoch": state["best_epoch"],
-        "best_dev_wer": state["best_wer"],
+        "best_dev_wer": state["best_wer"],  # by eval.select_by: the capped WER where it chose
+        "dev_select_by": trainer.config.eval.select_by,
         "dev_wer_normaliser": trainer.config.eval.normaliser,
         "encoder_cache": trainer._output_cache is not None,
         "encoder_cached_layers": trainer.bottom_layers if trainer.cache is not None else 0,

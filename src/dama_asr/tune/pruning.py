@@ -27,7 +27,7 @@ def best_so_far(history: Sequence[dict]) -> list[float | None]:
     out: list[float | None] = []
     best = None
     for h in history:
-        wer = h.get("dev_wer")
+        wer = h.get("dev_score", h.get("dev_wer"))  # what the run chose by (eval.select_by)
         if wer is not None and (best is None or wer < best):
             best = wer
         out.append(best)
