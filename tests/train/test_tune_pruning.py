@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from dama_asr.data.manifest import read_manifest, write_manifest
 from dama_asr.train import train
 from dama_asr.tune.pruning import best_so_far, median_stopping_rule
-from dama_asr.tune.search import run_search
+from dama_asr.tune.search import TuneError, run_search
 from dama_asr.tune.space import parse_axis
 
 
@@ -77,3 +79,5 @@ def test_the_search_gives_each_trial_a_rule_from_the_trials_finished_before_it(
     assert rules[1](_history(first["epochs"][0]["dev_wer"])) is None
     assert record["pruning"] == {"after_epochs": 1, "margin": 0.0}
     assert all("pruned" in t for t in record["trials"])
+    with pytest.raises(TuneError, match="--prune-margin: must be >= 0"):
+        run_search(base, [parse_axis("optim.lr=1e-3")], out, prune_after=3, prune_margin=-0.1)

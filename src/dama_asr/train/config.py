@@ -129,7 +129,6 @@ class EvalConfig:
             raise TrainConfigError(
                 f"eval.select_by: one of {', '.join(DEV_SELECTION)}, got {self.select_by!r}"
             )
-
         if self.normaliser not in NORMALISERS:
             raise TrainConfigError(
                 f"eval.normaliser: one of {', '.join(NORMALISERS)}, got {self.normaliser!r}"

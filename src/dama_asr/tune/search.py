@@ -121,6 +121,10 @@ def run_search(
 
     train_fn = train_fn or train
     check_base(base, axes, search)
+    if prune_after < 0 or prune_margin < 0:
+        raise TuneError(
+            f"--prune-after and --prune-margin: must be >= 0, got {prune_after} and {prune_margin}"
+        )
     try:
         base_config = TrainConfig.from_dict({**base, "output_dir": str(out / "trials" / "base")})
         configs = {}
