@@ -4,7 +4,6 @@ replay manifest is named as such."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -76,4 +75,3 @@ def test_a_study_expands_the_replay_manifest_path(monkeypatch, tmp_path: Path) -
         {"replay": {"train": "${DAMA_HOME}/en.jsonl", "share": 0.5}}, "method_train.x"
     )
     assert section["replay"] == {"train": f"{tmp_path}/en.jsonl", "share": 0.5}
-    assert json.dumps(section)  # still plain data, as the study stores it
